@@ -1,0 +1,116 @@
+"""TenseCVAE: shapes of its log weights, teacher forcing, overfitting a few verbs, conversion errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vae_lab.annealing import Linear
+from vae_lab.data.verb_tense import (
+    CharTokenizer, Collate, FormDataset, PairDataset, conversion_pairs, parse_tense_pairs, read_lemminflect,
+)
+from vae_lab.models.cvae import TenseCVAE
+from vae_lab.objectives import elbo, training_objective
+
+
+@pytest.fixture(scope="module")
+def verbs():
+    return read_lemminflect()[::300][:20]
+
+
+def tiny_model(**kwargs) -> TenseCVAE:
+    torch.manual_seed(0)
+    return TenseCVAE(embedding_dim=16, hidden_size=64, latent_dim=8, condition_dim=8, **kwargs)
+
+
+def test_log_weights_shapes_and_parts(verbs):
+    batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
+    model = tiny_model().eval()
+    weights = model.log_weights(batch, num_samples=3)
+    assert weights.rec.shape == weights.prior.shape == weights.posterior.shape == (3, 20)
+    assert weights.kl_per_dim.shape == (20, 8)
+    assert weights.num_units.tolist() == [len(form) + 1 for verb in verbs[:5] for form in verb]
+    assert torch.all(weights.rec < 0) and torch.isfinite(elbo(weights)).all()
+
+
+def test_teacher_forcing_schedule_and_free_running(verbs):
+    batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
+    model = tiny_model(teacher_forcing=Linear(steps=10, start=1.0, end=0.0), teacher_forcing_unit="word")
+    assert model.set_step(0) == {"teacher_forcing": 1.0}
+    assert model.set_step(5) == {"teacher_forcing": 0.5}
+    assert model.set_step(20) == {"teacher_forcing": 0.0}
+    model.train()
+    training_objective(model.log_weights(batch), kl_weight=0.5).loss.backward()
+    assert model.decoder.weight_hh_l0.grad is not None
+    # teaching every word step by step gives the fused call's logits
+    z, tense = torch.randn(20, 8), batch["tense"]
+    fused = model.decoder_logits(z, tense, batch["tokens"], teach=True)
+    stepped = model.decoder_logits(z, tense, batch["tokens"], teach=torch.ones(20, dtype=torch.bool))
+    assert torch.allclose(fused, stepped, atol=1e-5)
+
+
+def test_tiny_model_overfits_twenty_verbs(verbs):
+    torch.set_num_threads(1)
+    collate = Collate(CharTokenizer())
+    train = collate(FormDataset(verbs).items)
+    pairs = collate(PairDataset(conversion_pairs(verbs, parse_tense_pairs("all"))).items)
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    reconstruction = {}
+    for step in range(1, 301):
+        loss = training_objective(model.log_weights(train), kl_weight=0.01).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 0:
+            model.eval()
+            reconstruction = model.text_metrics(*model.text_pairs(train))
+            model.train()
+            if reconstruction["exact_match"] == 1.0:
+                break
+    assert reconstruction == {"bleu": 1.0, "exact_match": 1.0}
+    model.eval()
+    assert model.text_metrics(*model.text_pairs(pairs))["exact_match"] > 0.5  # conversions of these verbs
+
+
+def test_prior_decodings_and_gaussian_score():
+    model = tiny_model().eval()
+    rows = model.sample_prior(3, torch.Generator().manual_seed(0))
+    assert len(rows) == 3 and all(len(row.split()) <= 4 for row in rows)
+    decodings = model.decode_prior(3, torch.Generator().manual_seed(0))
+    assert all(len(forms) == 4 for forms in decodings)
+
+    class Lexicon:
+        lexicon = [decodings[0]] if all(decodings[0]) else []
+
+    score = model.epoch_metrics(Lexicon(), "val")["gaussian_score"]
+    assert 0.0 <= score <= 1.0
+
+
+def test_convert_validates_its_inputs():
+    model = tiny_model().eval()
+    assert len(model.convert(["abandon", "went"], "sp", ["p", "sp"])) == 2
+    with pytest.raises(ValueError, match="^source: unknown tense 'past'; allowed: sp, tp, pg, p$"):
+        model.convert(["abandon"], "past", "p")
+    with pytest.raises(ValueError, match=r"^word: 'Abandon' is not a word of lowercase letters; allowed characters: a-z$"):
+        model.convert(["Abandon"], "sp", "p")
+
+
+def test_convert_mode(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from vae_lab.tense_modes import convert
+
+    model = tiny_model()
+    cfg = OmegaConf.create({"word": "abandon", "source": "sp", "target": "p", "words_file": None})
+    result = convert(cfg, model, None, tmp_path)
+    assert result["conversions"] == 1 and "abandon (sp) -> " in capsys.readouterr().out
+    words = tmp_path / "verbs.txt"
+    words.write_text("abandon\n# a comment\n\nwent p sp\n")
+    cfg = OmegaConf.create({"word": None, "source": "sp", "target": "pg", "words_file": str(words)})
+    assert convert(cfg, model, None, tmp_path) == {"conversions": 2}
+    lines = (tmp_path / "conversions.txt").read_text().splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [["abandon", "sp", "pg"], ["went", "p", "sp"]]
+    with pytest.raises(ValueError, match="^target: unknown tense 'future'; allowed: sp, tp, pg, p$"):
+        convert(OmegaConf.create({"word": "go", "source": "sp", "target": "future"}), model, None, tmp_path)
+    with pytest.raises(ValueError, match="^word: 'go2' is not a word of lowercase letters; allowed characters: a-z$"):
+        convert(OmegaConf.create({"word": "go2", "source": "sp", "target": "p"}), model, None, tmp_path)
