@@ -1,0 +1,130 @@
+"""RBM prior: energies, free energies, conditionals, mean field and exact log Z against brute force."""
+
+import pytest
+import torch
+
+from vae_lab.priors import RBM, enumerate_states
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny matmuls: intra-op threads only add synchronisation (and stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_rbm(n_left, n_right, scale=0.5, seed=0, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    rbm = RBM(n_left, n_right, dtype=dtype)
+    with torch.no_grad():
+        for param in rbm.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator, dtype=dtype) * scale)
+    return rbm
+
+
+def brute_log_z(rbm):
+    states = enumerate_states(rbm.n_units, dtype=rbm.weight.dtype)  # [2^n, n]
+    return torch.logsumexp(-rbm.energy(states).double(), dim=0)
+
+
+def test_enumerate_states_is_all_binary_vectors():
+    states = enumerate_states(4)
+    assert states.shape == (16, 4)
+    assert len({tuple(s.tolist()) for s in states}) == 16
+    assert torch.equal(enumerate_states(4, 5, 9), states[5:9])
+
+
+def test_energy_matches_definition_binary_relaxed_and_batched():
+    rbm = random_rbm(3, 4)
+    z = torch.rand(2, 5, 7, dtype=torch.float64)  # relaxed, two leading dims
+    a, b, w = rbm.bias_left, rbm.bias_right, rbm.weight
+    expected = torch.empty(2, 5, dtype=torch.float64)
+    for i in range(2):
+        for j in range(5):
+            left, right = z[i, j, :3], z[i, j, 3:]
+            expected[i, j] = -(a @ left) - (b @ right) - left @ w @ right
+    assert torch.allclose(rbm.energy(z), expected)
+    binary = (z > 0.5).double()
+    assert torch.allclose(rbm.log_prob_unnormalized(binary), -rbm.energy(binary))
+
+
+@pytest.mark.parametrize("n_left,n_right", [(5, 7), (7, 5), (6, 6), (1, 11)])
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_exact_log_z_matches_brute_force(n_left, n_right, scale):
+    rbm = random_rbm(n_left, n_right, scale)
+    assert torch.allclose(rbm.exact_log_z(), brute_log_z(rbm), rtol=0, atol=1e-10)
+
+
+def test_exact_log_z_chunking_and_float32():
+    rbm = random_rbm(8, 4, 1.0)
+    exact = rbm.exact_log_z()
+    assert exact.dtype == torch.float64
+    assert torch.allclose(rbm.exact_log_z(max_elements=20), exact, rtol=0, atol=1e-10)  # chunks of ~2 states
+    rbm32 = rbm.to(torch.float32)
+    assert torch.allclose(rbm32.exact_log_z(), exact, rtol=0, atol=1e-5)
+
+
+def test_free_energies_sum_out_the_other_side():
+    rbm = random_rbm(4, 5, 1.0)
+    left_states, right_states = enumerate_states(4), enumerate_states(5)
+    # -F(z_left) = logsumexp over z_right of -E(z_left, z_right)
+    pairs = torch.cat([left_states[:, None, :].expand(-1, 32, -1), right_states[None].expand(16, -1, -1)], -1)
+    neg_energy = -rbm.energy(pairs)  # [16, 32]
+    assert torch.allclose(-rbm.free_energy_left(left_states), torch.logsumexp(neg_energy, 1))
+    assert torch.allclose(-rbm.free_energy_right(right_states), torch.logsumexp(neg_energy, 0))
+
+
+def test_exact_moments_match_brute_force():
+    rbm = random_rbm(4, 6, 1.0)
+    for flipped in (rbm, random_rbm(6, 4, 1.0)):
+        states = enumerate_states(10)
+        prob = torch.softmax(-flipped.energy(states), dim=0)
+        mean, second = flipped.exact_moments()
+        assert torch.allclose(mean, prob @ states, atol=1e-12)
+        assert torch.allclose(second, (states * prob[:, None]).t() @ states, atol=1e-12)
+
+
+def test_exact_log_z_gradient_is_minus_expected_energy_gradient():
+    """d log Z / dW = E[z_left z_right^T], d log Z / da = E[z_left], d log Z / db = E[z_right]."""
+    rbm = random_rbm(3, 5, 1.0)
+    rbm.exact_log_z().backward()
+    mean, second = rbm.exact_moments()
+    assert torch.allclose(rbm.bias_left.grad, mean[:3])
+    assert torch.allclose(rbm.bias_right.grad, mean[3:])
+    assert torch.allclose(rbm.weight.grad, second[:3, 3:])
+
+
+def test_conditional_sampling_matches_sigmoid():
+    rbm = random_rbm(6, 8, 1.0, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(1)
+    z_left = (torch.rand(20000, 6, generator=generator) < 0.5).float()
+    z_right = rbm.sample_right(z_left, generator)
+    assert set(z_right.unique().tolist()) <= {0.0, 1.0}
+    probs = torch.sigmoid(rbm.logits_right(z_left)).detach()  # [chains, n_right]
+    # z-score of sum_i (z_i - p_i) over 20000 independent draws per unit
+    z_scores = (z_right - probs).sum(0) / (probs * (1 - probs)).sum(0).sqrt()
+    assert z_scores.abs().max() < 4.5
+    z_left_new = rbm.sample_left(z_right, generator)
+    probs = torch.sigmoid(rbm.logits_left(z_right)).detach()
+    assert ((z_left_new - probs).sum(0) / (probs * (1 - probs)).sum(0).sqrt()).abs().max() < 4.5
+
+
+def test_gibbs_keeps_shapes_dtype_and_is_seeded():
+    rbm = random_rbm(5, 3, 1.0, dtype=torch.float32)
+    z_left = torch.zeros(7, 5)
+    first = rbm.gibbs(z_left, 3, torch.Generator().manual_seed(3))
+    second = rbm.gibbs(z_left, 3, torch.Generator().manual_seed(3))
+    assert first[0].shape == (7, 5) and first[1].shape == (7, 3) and first[0].dtype == torch.float32
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_mean_field_reaches_a_fixed_point():
+    rbm = random_rbm(6, 4, 0.3)
+    q_left, q_right = rbm.mean_field(num_iterations=500, tolerance=1e-12)
+    assert torch.allclose(q_right, torch.sigmoid(rbm.bias_right + q_left @ rbm.weight), atol=1e-9)
+    assert torch.allclose(q_left, torch.sigmoid(rbm.bias_left + q_right @ rbm.weight.t()), atol=1e-9)
+    batched, _ = rbm.mean_field(torch.rand(2, 3, 6, dtype=torch.float64), num_iterations=500, tolerance=1e-12)
+    assert batched.shape == (2, 3, 6)
+    assert torch.allclose(batched, q_left.expand(2, 3, 6), atol=1e-6)  # weak coupling: unique fixed point
