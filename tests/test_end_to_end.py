@@ -1,0 +1,121 @@
+"""debug=fast runs of the real entry points on the real PTB: seconds each."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_lab.errors import ConfigError
+from vae_lab.module import NonFiniteLossError
+from vae_lab.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"elbo", "rec", "kl", "nll", "ppl", "rec_ppl", "active_units", "mi", "bleu"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One debug=fast training run shared by the restore tests."""
+    from tests.conftest import compose_config
+
+    run_dir = tmp_path_factory.mktemp("train")
+    cfg = compose_config(["debug=fast", "logger=csv"], run_dir)
+    value = run(cfg)
+    return run_dir, json.loads((run_dir / "metrics.json").read_text()), value
+
+
+def test_train_writes_metrics_checkpoints_and_outputs(trained):
+    run_dir, metrics, value = trained
+    for stage in ("val", "test"):
+        assert {f"{stage}/{k}" for k in KEYS} <= set(metrics)
+    assert {"train/elbo", "train/rec", "train/kl", "train/kl_weight"} <= set(metrics)
+    assert value == metrics["val/nll"]
+    assert metrics["test/nll"] <= -metrics["test/elbo"] + 1e-3  # the IW estimate tightens the bound
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len((run_dir / "samples.txt").read_text().splitlines()) == 3
+    assert (run_dir / "reconstructions.txt").read_text().startswith("input\treconstruction\n")
+    assert (run_dir / "csv").is_dir()
+
+
+@pytest.mark.parametrize("ckpt", ["best", "last"])
+def test_restore_gives_the_end_of_training_test_metrics(trained, make_config, ckpt):
+    run_dir, metrics, _ = trained
+    cfg = make_config(["debug=fast", "mode=test", f"ckpt={ckpt}", f"run_dir={run_dir}"], name=f"test_{ckpt}")
+    run(cfg)
+    restored = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    # one epoch: best and last are the same weights as the ones tested at the end of training
+    for key, value in metrics.items():
+        if key.startswith("test/"):
+            assert restored[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_sample_and_interpolate(trained, make_config, capsys):
+    run_dir, _, _ = trained
+    cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "+num_samples=4"], "sample")
+    run(cfg)
+    assert len((Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()) == 4
+    cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}", "+sentence_a=the company said",
+                       "+sentence_b=prices fell sharply", "+steps=3"], "interpolate")
+    run(cfg)
+    assert len((Path(cfg.paths.output_dir) / "interpolation.txt").read_text().splitlines()) == 5
+    cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}"], "interpolate_missing")
+    with pytest.raises(ConfigError, match=r"\+sentence_a"):
+        run(cfg)
+
+
+def test_corrupt_or_missing_checkpoint(tmp_path, make_config):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="corrupt"):
+        run(make_config(["debug=fast", "mode=test", f"ckpt={bad}"], "bad"))
+    with pytest.raises(ConfigError, match="no checkpoint file"):
+        run(make_config(["debug=fast", "mode=test", "ckpt=best", f"run_dir={tmp_path}"], "missing"))
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_nan_loss_stops_with_a_clear_error(make_config, monkeypatch):
+    from vae_lab.models.sentence_vae import SentenceVAE
+
+    real = SentenceVAE.log_weights
+
+    def nan_after_two_steps(self, batch, num_samples=1):
+        log_weights = real(self, batch, num_samples)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > 2:
+            log_weights.rec = log_weights.rec * float("nan")
+        return log_weights
+
+    monkeypatch.setattr(SentenceVAE, "log_weights", nan_after_two_steps)
+    cfg = make_config(["debug=fast"], "nan")
+    with pytest.raises(NonFiniteLossError, match=r"train/loss is (nan|inf) at step"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "vae_lab", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_bad_value_is_one_line_before_training(tmp_path):
+    result = cli("debug=fast", "model.rnn_type=rnn", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: model.rnn_type='rnn': allowed values are ['gru', 'lstm']" in result.stderr
+    assert not list(tmp_path.glob("outputs/**/metrics.json"))
+    result = cli("model=nosuch", cwd=tmp_path)
+    assert result.returncode != 0 and "Available options in 'model'" in result.stderr
+
+
+def test_cli_multirun_with_wandb_offline(tmp_path):
+    """Two sweep jobs, each its own folder, metrics.json and offline wandb run, grouped by sweep."""
+    result = cli("-m", "debug=fast", "logger=wandb", "annealing=linear,cyclical", "hydra.sweep.dir=sweep",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "metrics.json").is_file()
+        runs = list((tmp_path / "sweep" / job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1

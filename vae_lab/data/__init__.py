@@ -1,0 +1,1 @@
+"""LightningDataModules for every model family; nothing here knows about models."""

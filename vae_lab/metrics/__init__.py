@@ -1,0 +1,1 @@
+"""Metrics shared by the model families: likelihoods, latent-usage statistics, text scores."""

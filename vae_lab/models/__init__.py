@@ -1,0 +1,1 @@
+"""Model families assembled from nets, posteriors and priors; each yields named log weights."""

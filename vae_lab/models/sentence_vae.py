@@ -1,0 +1,166 @@
+"""Sentence VAE (Bowman et al. 2016, "Generating Sentences from a Continuous Space").
+
+RNN encoder -> Gaussian q(z|x) -> RNN decoder whose initial state (and optionally every input)
+comes from z; word dropout replaces decoder inputs by <unk> at training time only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sacrebleu
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vae_lab.data.vocab import Vocabulary
+from vae_lab.errors import ConfigError
+from vae_lab.models.base import LatentVariableModel
+from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder
+from vae_lab.objectives import LogWeights
+from vae_lab.posteriors import GaussianPosterior, standard_normal_log_prob
+
+
+class SentenceVAE(LatentVariableModel):
+    """Bowman et al.'s sentence VAE over word ids.
+
+    ``word_dropout`` is the rate at which decoder inputs are replaced by <unk> (Bowman's keep rate
+    0.75 is ``word_dropout=0.25``); ``feed_latent`` also concatenates z to every decoder input;
+    ``tie_embeddings`` shares the input embedding with the output softmax.
+    """
+
+    def __init__(self, vocab: Vocabulary, rnn_type: str = "gru", embedding_dim: int = 300,
+                 hidden_dim: int = 256, latent_dim: int = 16, num_layers: int = 1,
+                 bidirectional: bool = False, word_dropout: float = 0.0, embedding_dropout: float = 0.0,
+                 rnn_dropout: float = 0.0, feed_latent: bool = False, tie_embeddings: bool = False,
+                 max_decode_length: int = 60):
+        super().__init__()
+        if not 0.0 <= word_dropout <= 1.0:
+            raise ConfigError(f"model.word_dropout={word_dropout}: must lie in [0, 1] (1 - keep rate)")
+        self.vocab, self.latent_dim = vocab, latent_dim
+        self.word_dropout, self.max_decode_length = word_dropout, max_decode_length
+        self.embedding = nn.Embedding(len(vocab), embedding_dim, padding_idx=vocab.pad)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.encoder = RNNEncoder(rnn_type, embedding_dim, hidden_dim, num_layers, bidirectional, rnn_dropout)
+        self.posterior = GaussianPosterior(self.encoder.output_size, latent_dim)
+        self.decoder = LatentInitialisedDecoder(rnn_type, embedding_dim, hidden_dim, latent_dim,
+                                                num_layers, rnn_dropout, feed_condition=feed_latent)
+        projection = [nn.Linear(hidden_dim, embedding_dim)] if tie_embeddings and hidden_dim != embedding_dim else []
+        self.output = nn.Sequential(*projection, nn.Linear(embedding_dim if tie_embeddings else hidden_dim, len(vocab)))
+        if tie_embeddings:
+            self.output[-1].weight = self.embedding.weight
+
+    # -- vocabulary travels in the state dict, so a checkpoint cannot be read with another one
+    def get_extra_state(self) -> dict:
+        return self.vocab.state_dict()
+
+    def set_extra_state(self, state: dict) -> None:
+        if state["itos"] != self.vocab.itos:
+            raise ConfigError("checkpoint: its vocabulary differs from this dataset's; restore it with "
+                              "the dataset settings it was trained with (dataset=…, dataset.max_vocab=…)")
+
+    # -- parts
+    def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance ``[batch, dim]``."""
+        embedded = self.embedding_dropout(self.embedding(batch["tokens"]))
+        return self.posterior(self.encoder(embedded, batch["lengths"]))
+
+    def decoder_io(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder inputs ``<sos> w_1..w_T`` and targets ``w_1..w_T <eos>`` (pad after), ``[n, T+1]``."""
+        n = tokens.shape[0]
+        inputs = torch.cat([tokens.new_full((n, 1), self.vocab.sos), tokens], dim=1)
+        targets = torch.cat([tokens, tokens.new_full((n, 1), self.vocab.pad)], dim=1)
+        targets.scatter_(1, lengths.unsqueeze(1), self.vocab.eos)
+        return inputs, targets
+
+    def drop_words(self, inputs: Tensor) -> Tensor:
+        """Replace each real word of the decoder input (not <sos>, not padding) by <unk> with the
+        word-dropout rate; training only."""
+        if not self.training or self.word_dropout == 0.0:
+            return inputs
+        drop = torch.rand(inputs.shape, device=inputs.device) < self.word_dropout
+        drop &= inputs.ne(self.vocab.pad) & inputs.ne(self.vocab.sos)
+        return inputs.masked_fill(drop, self.vocab.unk)
+
+    def reconstruction_log_prob(self, tokens: Tensor, lengths: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) per row ``[n]`` for z ``[n, dim]``; tokens are tiled to n rows (k-major).
+
+        Only real target positions go through the output softmax (no work on padding).
+        """
+        repeats = z.shape[0] // tokens.shape[0]
+        tokens, lengths = tokens.repeat(repeats, 1), lengths.repeat(repeats)
+        inputs, targets = self.decoder_io(tokens, lengths)  # [n, T+1]
+        embedded = self.embedding_dropout(self.embedding(self.drop_words(inputs)))
+        hidden = self.decoder(embedded, z)  # [n, T+1, hidden]
+        mask = targets.ne(self.vocab.pad)  # [n, T+1]
+        token_nll = F.cross_entropy(self.output(hidden[mask]), targets[mask], reduction="none")  # [m]
+        rows = torch.arange(z.shape[0], device=z.device).unsqueeze(1).expand_as(mask)[mask]  # [m]
+        return -torch.zeros(z.shape[0], dtype=token_nll.dtype, device=z.device).index_add_(0, rows, token_nll)
+
+    def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        mean, log_var = self.encode(batch)  # [batch, dim]
+        z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, dim]
+        rec = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
+        return LogWeights(
+            rec=rec.view(num_samples, -1),
+            prior=standard_normal_log_prob(z),
+            posterior=GaussianPosterior.log_prob(z, mean, log_var),
+            kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var),
+            num_units=(lengths + 1).to(mean.dtype),
+        )
+
+    # -- decoding
+    @torch.no_grad()
+    def decode(self, z: Tensor, greedy: bool = True, generator: torch.Generator | None = None) -> list[list[str]]:
+        """Decode ``z [n, dim]`` token by token (argmax, or sampling from the softmax)."""
+        n = z.shape[0]
+        state = self.decoder.state_from(z)
+        token = z.new_full((n, 1), self.vocab.sos, dtype=torch.long)
+        finished = torch.zeros(n, dtype=torch.bool, device=z.device)
+        steps = []
+        for _ in range(self.max_decode_length + 1):
+            hidden, state = self.decoder.step(self.embedding(token), z, state)
+            logits = self.output(hidden)  # [n, vocab]
+            if greedy:
+                token = logits.argmax(-1, keepdim=True)
+            else:
+                probs = logits.softmax(-1)
+                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(z.device)
+            steps.append(token.squeeze(1))
+            finished |= token.squeeze(1).eq(self.vocab.eos)
+            if bool(finished.all()):
+                break
+        ids = torch.stack(steps, dim=1).tolist()  # [n, time]
+        return [self.vocab.decode(row) for row in ids]
+
+    def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
+        """Greedy reconstructions from the posterior mean, and the input sentences."""
+        mean, _ = self.encode(batch)
+        hypotheses = [" ".join(words) for words in self.decode(mean)]
+        references = [" ".join(self.vocab.decode(row[:n])) for row, n in
+                      zip(batch["tokens"].tolist(), batch["lengths"].tolist())]
+        return hypotheses, references
+
+    @staticmethod
+    def text_metrics(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        """Corpus BLEU-4 (sacrebleu, tokenised input kept as is), on a 0-1 scale."""
+        bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none")
+        return {"bleu": bleu.score / 100.0}
+
+    def sample_prior(self, num_samples: int, generator: torch.Generator | None = None,
+                     greedy: bool = True) -> list[str]:
+        device = next(self.parameters()).device
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
+        return [" ".join(words) for words in self.decode(z, greedy=greedy, generator=generator)]
+
+    def interpolate(self, sentence_a: str, sentence_b: str, steps: int = 5) -> list[str]:
+        """Homotopy: decode greedily along the line between the posterior means of two sentences,
+        both ends included (``steps`` points in between)."""
+        device = next(self.parameters()).device
+        ids = [torch.tensor(self.vocab.encode(s.split()) or [self.vocab.unk]) for s in (sentence_a, sentence_b)]
+        lengths = torch.tensor([len(x) for x in ids], device=device)
+        tokens = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad).to(device)
+        mean, _ = self.encode({"tokens": tokens, "lengths": lengths})
+        weights = torch.linspace(0, 1, steps + 2, device=device).unsqueeze(1)  # [steps + 2, 1]
+        path = (1 - weights) * mean[0] + weights * mean[1]  # [steps + 2, dim]
+        return [" ".join(words) for words in self.decode(path)]

@@ -1,0 +1,183 @@
+"""The one LightningModule: trains and evaluates any model family through its log weights."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchmetrics import CatMetric, SumMetric
+
+from vae_lab.metrics.likelihood import (active_units, gaussian_mutual_information,
+                                        importance_weighted_nll, perplexity)
+from vae_lab.objectives import training_objective
+
+EVAL_SUMS = ("elbo", "rec", "kl", "nll", "units", "count")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class LatentVariableModule(pl.LightningModule):
+    """One shared step for train / val / test over a ``LatentVariableModel``.
+
+    Training optimises ``training_objective`` (ELBO with KL weight and free bits, or the IW bound for
+    k > 1). Evaluation accumulates, over the whole split, the ELBO parts, the importance-weighted NLL
+    (``val_samples`` / ``test_samples`` draws), perplexities per predicted unit, active units and
+    mutual information (Gaussian families), the family's text metrics on greedy decodings and its
+    epoch metrics. ``final_metrics`` keeps the last value of every key, for metrics.json.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Callable, kl_schedule: Callable[[int], float],
+                 k: int = 1, free_bits: float = 0.0, free_bits_per_dim: bool = True,
+                 val_samples: int = 10, test_samples: int = 500, chunk_size: int = 50,
+                 text_metrics: bool = True, max_text_batches: int | None = None,
+                 lr_scheduler: Callable | None = None, check_finite_every: int = 50,
+                 config: dict | None = None):
+        super().__init__()
+        self.model, self.optimizer_factory, self.lr_scheduler_factory = model, optimizer, lr_scheduler
+        self.kl_schedule, self.k = kl_schedule, k
+        self.free_bits, self.free_bits_per_dim = free_bits, free_bits_per_dim
+        self.num_eval_samples = {"val": val_samples, "test": test_samples}
+        self.chunk_size, self.use_text_metrics, self.max_text_batches = chunk_size, text_metrics, max_text_batches
+        self.check_finite_every, self.config = check_finite_every, config
+        self.eval_sums = nn.ModuleDict({stage: nn.ModuleDict({name: SumMetric() for name in EVAL_SUMS})
+                                        for stage in ("val", "test")})
+        self.eval_posteriors = nn.ModuleDict({stage: nn.ModuleDict({"mean": CatMetric(), "log_var": CatMetric()})
+                                              for stage in ("val", "test")})
+        self.text_outputs: dict[str, tuple[list[str], list[str]]] = {}
+        self.final_metrics: dict[str, float] = {}
+        self._train_sums: dict[str, torch.Tensor] = {}
+        self._all_finite: torch.Tensor | None = None
+
+    # -- training
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        step = self.global_step
+        extra = self.model.set_step(step) if hasattr(self.model, "set_step") else {}
+        kl_weight = float(self.kl_schedule(step))
+        log_weights = self.model.log_weights(batch, self.k)
+        out = training_objective(log_weights, kl_weight, self.free_bits, self.free_bits_per_dim)
+        self._check_finite(out.loss, step, batch_idx)
+        batch_size = out.elbo.shape[0]
+        values = {"loss": out.loss, "elbo": out.elbo.mean(), "rec": out.rec.mean(), "kl": out.kl.mean()}
+        self.log_dict({f"train/{name}": v for name, v in values.items()}, batch_size=batch_size,
+                      prog_bar=False)
+        self.log("train/kl_weight", kl_weight, batch_size=batch_size)
+        for name, value in extra.items():
+            self.log(f"train/{name}", float(value), batch_size=batch_size)
+        for name in ("elbo", "rec", "kl"):
+            total = getattr(out, name).detach().sum()
+            self._train_sums[name] = self._train_sums.get(name, 0.0) + total
+        self._train_sums["count"] = self._train_sums.get("count", 0) + batch_size
+        return out.loss
+
+    def _check_finite(self, loss: torch.Tensor, step: int, batch_idx: int) -> None:
+        """Fail on a NaN/inf loss. Flags accumulate on the device; the host looks every
+        ``check_finite_every`` steps and at the last batch of each epoch (before validation)."""
+        finite = torch.isfinite(loss.detach())
+        self._all_finite = finite if self._all_finite is None else self._all_finite & finite
+        last_batch = self.trainer is not None and batch_idx == self.trainer.num_training_batches - 1
+        if (step % self.check_finite_every == 0 or last_batch) and not bool(self._all_finite):
+            raise NonFiniteLossError(
+                f"train/loss is {loss.item()} at step {step} (or within the {self.check_finite_every} steps "
+                "before): lower optimizer.lr, set trainer.gradient_clip_val (e.g. 5.0), or check the data; "
+                "no metrics were written")
+
+    def on_train_epoch_end(self) -> None:
+        count = self._train_sums.pop("count", 0)
+        if count:
+            means = {f"train/{k}": float(v) / count for k, v in self._train_sums.items()}
+            self.final_metrics.update(means)
+            self.final_metrics["train/kl_weight"] = float(self.kl_schedule(self.global_step))
+        self._train_sums = {}
+
+    # -- evaluation
+    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+        log_weights = self.model.log_weights(batch, 1)
+        out = training_objective(log_weights, 1.0)
+        nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], self.chunk_size)
+        units = log_weights.num_units if log_weights.num_units is not None else torch.ones_like(out.elbo)
+        sums = self.eval_sums[stage]
+        for name, value in (("elbo", out.elbo), ("rec", out.rec), ("kl", out.kl), ("nll", nll),
+                            ("units", units), ("count", torch.ones_like(out.elbo))):
+            sums[name].update(value.double().sum())
+        if hasattr(self.model, "encode"):
+            mean, log_var = self.model.encode(batch)
+            self.eval_posteriors[stage]["mean"].update(mean)
+            self.eval_posteriors[stage]["log_var"].update(log_var)
+        if self.use_text_metrics and hasattr(self.model, "text_pairs") and (
+                self.max_text_batches is None or batch_idx < self.max_text_batches):
+            hyps, refs = self.model.text_pairs(batch)
+            gathered = self.text_outputs.setdefault(stage, ([], []))
+            gathered[0].extend(hyps)
+            gathered[1].extend(refs)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.text_outputs.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self.text_outputs.pop("test", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        sums = {name: float(metric.compute()) for name, metric in self.eval_sums[stage].items()}
+        for metric in self.eval_sums[stage].values():
+            metric.reset()
+        count = max(sums["count"], 1.0)
+        metrics = {
+            "elbo": sums["elbo"] / count, "rec": sums["rec"] / count, "kl": sums["kl"] / count,
+            "nll": sums["nll"] / count,
+            "ppl": perplexity(sums["nll"], sums["units"]),
+            "rec_ppl": perplexity(sums["rec"], sums["units"]),
+        }
+        posteriors = self.eval_posteriors[stage]
+        if posteriors["mean"].update_count:
+            mean, log_var = posteriors["mean"].compute(), posteriors["log_var"].compute()
+            generator = torch.Generator().manual_seed(0)
+            metrics["active_units"] = float(active_units(mean))
+            metrics["mi"] = gaussian_mutual_information(mean.cpu(), log_var.cpu(), generator=generator)
+        for metric in posteriors.values():
+            metric.reset()
+        if stage in self.text_outputs and hasattr(self.model, "text_metrics"):
+            hyps, refs = self._gather_text(*self.text_outputs[stage])
+            self.text_outputs[stage] = (hyps, refs)
+            metrics.update(self.model.text_metrics(hyps, refs))
+        if hasattr(self.model, "epoch_metrics") and self.trainer is not None:
+            metrics.update(self.model.epoch_metrics(self.trainer.datamodule, stage))
+        if not self.trainer.sanity_checking:
+            self.final_metrics.update({f"{stage}/{k}": float(v) for k, v in metrics.items()})
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
+
+    @staticmethod
+    def _gather_text(hyps: list[str], refs: list[str]) -> tuple[list[str], list[str]]:
+        """All ranks' decodings (in rank order) under DDP; the same lists otherwise."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return hyps, refs
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (hyps, refs))
+        return [h for g in gathered for h in g[0]], [r for g in gathered for r in g[1]]
+
+    # -- optimisation and checkpoints
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=optimizer),
+                                                         "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.config is not None:
+            checkpoint["vae_lab_config"] = self.config

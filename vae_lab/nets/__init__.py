@@ -1,0 +1,1 @@
+"""Plain nn.Modules (encoders, decoders, MLP structures); no Lightning, no Hydra."""

@@ -1,0 +1,83 @@
+"""Recurrent encoders and decoders for sequences of token ids."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from vae_lab.errors import ConfigError
+
+RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def make_rnn(rnn_type: str, input_size: int, hidden_size: int, num_layers: int = 1,
+             bidirectional: bool = False, dropout: float = 0.0) -> nn.RNNBase:
+    if rnn_type not in RNN_TYPES:
+        raise ConfigError(f"model.rnn_type={rnn_type!r}: allowed values are {sorted(RNN_TYPES)}")
+    return RNN_TYPES[rnn_type](input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                               bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+
+
+class RNNEncoder(nn.Module):
+    """Reads embedded sequences; returns the last layer's final hidden state(s) ``[batch, out]``.
+
+    Padded positions are skipped with a packed sequence, so the state is that at each sequence's
+    true end (both directions concatenated when bidirectional).
+    """
+
+    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.rnn = make_rnn(rnn_type, input_size, hidden_size, num_layers, bidirectional, dropout)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = hidden_size * self.num_directions
+
+    def forward(self, embedded: Tensor, lengths: Tensor, initial_state=None) -> Tensor:
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed, initial_state)
+        hidden = state[0] if isinstance(state, tuple) else state  # [layers * dirs, batch, hidden]
+        last_layer = hidden[-self.num_directions:]  # [dirs, batch, hidden]
+        return last_layer.transpose(0, 1).reshape(embedded.shape[0], self.output_size)
+
+
+class LatentInitialisedDecoder(nn.Module):
+    """An RNN whose initial state is a function of a conditioning vector (z, or z with a label).
+
+    ``state_from(condition)`` maps ``[n, cond]`` to the RNN's initial state (h0, and c0 for LSTM);
+    ``forward`` runs teacher-forced over whole sequences in one fused call and returns the hidden
+    outputs ``[n, time, hidden]``; ``step`` advances one token for greedy or sampled decoding.
+    With ``feed_condition`` the condition is also concatenated to every input step.
+    """
+
+    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, condition_size: int,
+                 num_layers: int = 1, dropout: float = 0.0, feed_condition: bool = False):
+        super().__init__()
+        self.rnn_type, self.num_layers, self.hidden_size = rnn_type, num_layers, hidden_size
+        self.feed_condition = feed_condition
+        rnn_input = input_size + (condition_size if feed_condition else 0)
+        self.rnn = make_rnn(rnn_type, rnn_input, hidden_size, num_layers, False, dropout)
+        num_states = 2 if rnn_type == "lstm" else 1
+        self.to_state = nn.Linear(condition_size, num_states * num_layers * hidden_size)
+
+    def state_from(self, condition: Tensor):
+        n = condition.shape[0]
+        states = self.to_state(condition).view(n, -1, self.num_layers, self.hidden_size)
+        states = states.permute(1, 2, 0, 3).contiguous()  # [num_states, layers, n, hidden]
+        if self.rnn_type == "lstm":
+            return (states[0], states[1])
+        return states[0]
+
+    def _inputs(self, embedded: Tensor, condition: Tensor) -> Tensor:
+        if not self.feed_condition:
+            return embedded
+        return torch.cat([embedded, condition.unsqueeze(1).expand(-1, embedded.shape[1], -1)], dim=-1)
+
+    def forward(self, embedded: Tensor, condition: Tensor) -> Tensor:
+        """Teacher-forced outputs ``[n, time, hidden]`` for inputs ``[n, time, emb]``."""
+        outputs, _ = self.rnn(self._inputs(embedded, condition), self.state_from(condition))
+        return outputs
+
+    def step(self, embedded: Tensor, condition: Tensor, state):
+        """One step: inputs ``[n, 1, emb]`` -> outputs ``[n, hidden]``, new state."""
+        outputs, state = self.rnn(self._inputs(embedded, condition), state)
+        return outputs[:, -1], state

@@ -1,0 +1,118 @@
+"""Objectives shared by every model family, computed from named log-weight parts.
+
+Every model returns ``LogWeights``: for k posterior samples z_1..z_k ~ q(z|x),
+    log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)          # [k, batch]
+split into its reconstruction, prior and posterior parts. The ELBO is the mean of log w over
+the k samples; the importance-weighted bound (Burda et al. 2016) is logsumexp_i log w_i - log k.
+A KL weight beta and free bits act on the regulariser only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LogWeights:
+    """Named parts of the log importance weights, each ``[k, batch]``.
+
+    ``kl_per_dim`` is the analytic KL(q(z|x) || p(z)) per latent dimension ``[batch, dim]`` when the
+    family has one (Gaussian posterior and prior); free bits per dimension need it. ``num_units`` is
+    the number of predicted units per example ``[batch]`` (tokens incl. <eos>, characters, pixels),
+    used for perplexities.
+    """
+
+    rec: Tensor
+    prior: Tensor
+    posterior: Tensor
+    kl_per_dim: Tensor | None = None
+    num_units: Tensor | None = None
+
+    @property
+    def total(self) -> Tensor:
+        """log w = log p(x|z) + log p(z) - log q(z|x)  # [k, batch]"""
+        return self.rec + self.prior - self.posterior
+
+    @property
+    def num_samples(self) -> int:
+        return self.rec.shape[0]
+
+    def kl(self) -> Tensor:
+        """KL per example ``[batch]``: analytic when available, else the Monte Carlo mean over k."""
+        if self.kl_per_dim is not None:
+            return self.kl_per_dim.sum(-1)
+        return (self.posterior - self.prior).mean(0)
+
+
+def elbo(log_weights: LogWeights) -> Tensor:
+    """ELBO per example ``[batch]``: the mean over the k samples of log w (same draws as the IW bound)."""
+    return log_weights.total.mean(0)
+
+
+def iw_bound(log_weights: LogWeights) -> Tensor:
+    """Importance-weighted bound per example ``[batch]``: logsumexp_k log w - log k.
+
+    By Jensen's inequality it is >= ``elbo`` on the same draws, with equality at k = 1.
+    """
+    return torch.logsumexp(log_weights.total, dim=0) - math.log(log_weights.num_samples)
+
+
+def free_bits_kl(log_weights: LogWeights, free_bits: float, per_dim: bool = True) -> Tensor:
+    """KL per example after free bits / min-KL (Kingma et al. 2016; Pelsmaeker & Aziz 2020).
+
+    per_dim: each latent dimension's KL, averaged over the batch, is held at >= ``free_bits`` nats
+    (the clamp removes its gradient while under the floor). Otherwise the whole KL of the batch is
+    held at >= ``free_bits`` (per-batch min-KL). Returns ``[batch]`` whose batch mean is the clamped
+    quantity; with ``free_bits = 0`` it is the plain KL.
+    """
+    kl = log_weights.kl()  # [batch]
+    if free_bits <= 0:
+        return kl
+    if per_dim:
+        if log_weights.kl_per_dim is None:
+            raise ValueError("objective.free_bits_per_dim=true needs an analytic per-dimension KL, "
+                             "which this model family lacks; set objective.free_bits_per_dim=false")
+        floor = torch.clamp(log_weights.kl_per_dim.mean(0), min=free_bits).sum()  # scalar
+        # spread the clamped batch total over the examples without changing its mean
+        return kl - kl.mean() + floor
+    batch_kl = kl.mean()
+    return kl - batch_kl + torch.clamp(batch_kl, min=free_bits)
+
+
+@dataclass
+class ObjectiveOutput:
+    """What one step optimises and logs. ``loss`` is a scalar; the others are ``[batch]``."""
+
+    loss: Tensor
+    elbo: Tensor
+    rec: Tensor
+    kl: Tensor
+    bound: Tensor
+
+
+def training_objective(log_weights: LogWeights, kl_weight: float = 1.0, free_bits: float = 0.0,
+                       free_bits_per_dim: bool = True) -> ObjectiveOutput:
+    """The loss a family trains with, and the per-example values it logs.
+
+    k = 1: loss = -(E_q log p(x|z) - beta * KL_fb), with the analytic KL when the family has one
+    (lower variance, same expectation) and free bits applied to it.
+    k > 1: loss = -(logsumexp_k [log p(x|z) + beta (log p(z) - log q(z|x))] - log k), the
+    importance-weighted bound with a tempered regulariser (beta = 1: the IW bound itself); free bits
+    are not defined for it.
+    Logged values (``elbo``, ``rec`` = reconstruction NLL, ``kl``, ``bound``) are never clamped.
+    """
+    rec = log_weights.rec.mean(0)  # [batch]
+    kl = log_weights.kl()  # [batch]
+    k = log_weights.num_samples
+    if k == 1:
+        loss = -(rec - kl_weight * free_bits_kl(log_weights, free_bits, free_bits_per_dim)).mean()
+    else:
+        if free_bits > 0:
+            raise ValueError(f"objective.free_bits={free_bits} with k={k}: free bits act on a single-sample "
+                             "ELBO; set k=1 or objective.free_bits=0")
+        tempered = log_weights.rec + kl_weight * (log_weights.prior - log_weights.posterior)  # [k, batch]
+        loss = -(torch.logsumexp(tempered, dim=0) - math.log(k)).mean()
+    return ObjectiveOutput(loss=loss, elbo=rec - kl, rec=-rec, kl=kl, bound=iw_bound(log_weights))

@@ -1,0 +1,52 @@
+"""Posterior distributions q(z|x) as parts shared by model families."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Independent, Normal
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension."""
+    return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
+
+
+class GaussianPosterior(nn.Module):
+    """Diagonal Gaussian q(z|x) = N(mean(h), diag(exp(log_var(h)))) from a feature vector h.
+
+    Draws use the reparameterisation z = mean + exp(log_var / 2) * eps.
+    """
+
+    def __init__(self, in_features: int, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.to_params = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance, each ``[batch, dim]``."""
+        mean, log_var = self.to_params(features).chunk(2, dim=-1)
+        return mean, log_var
+
+    @staticmethod
+    def distribution(mean: Tensor, log_var: Tensor) -> Independent:
+        return Independent(Normal(mean, (0.5 * log_var).exp()), 1)
+
+    @staticmethod
+    def rsample(mean: Tensor, log_var: Tensor, num_samples: int) -> Tensor:
+        """Reparameterised draws ``[k, batch, dim]``."""
+        eps = torch.randn((num_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        return mean + (0.5 * log_var).exp() * eps
+
+    @staticmethod
+    def log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:
+        """log q(z|x) ``[k, batch]`` for z ``[k, batch, dim]``."""
+        return -0.5 * (((z - mean) ** 2) * torch.exp(-log_var) + log_var + _LOG_2PI).sum(-1)
+
+    @staticmethod
+    def kl_per_dim(mean: Tensor, log_var: Tensor) -> Tensor:
+        """KL(q || N(0, I)) per dimension ``[batch, dim]``."""
+        return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var)

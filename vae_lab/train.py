@@ -1,0 +1,195 @@
+"""Build everything from the composed config and run one mode: train, test, sample, interpolate,
+convert. Only this file and module.py know Hydra and Lightning."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
+from vae_lab.data.files import default_data_dir, write_atomic
+from vae_lab.errors import ConfigError
+from vae_lab.module import LatentVariableModule
+
+log = logging.getLogger(__name__)
+
+MODES = ("train", "test", "sample", "interpolate", "convert")
+OmegaConf.register_new_resolver("vae_lab_data_dir", default_data_dir, replace=True)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Top-level values checked before anything is built; groups are checked by Hydra itself."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode}: allowed values are {list(MODES)}")
+    if not isinstance(cfg.k, int) or cfg.k < 1:
+        raise ConfigError(f"k={cfg.k}: the number of importance samples must be an integer >= 1")
+    if cfg.objective.free_bits < 0:
+        raise ConfigError(f"objective.free_bits={cfg.objective.free_bits}: must be >= 0")
+    for key in ("val_samples", "test_samples", "chunk_size"):
+        if cfg.eval[key] < 1:
+            raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be >= 1")
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    datamodule = instantiate(cfg.dataset, data_dir=cfg.paths.data_dir, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentVariableModule:
+    model = instantiate(cfg.model, **datamodule.model_kwargs())
+    return LatentVariableModule(
+        model=model,
+        optimizer=instantiate(cfg.optimizer),
+        lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+        kl_schedule=instantiate(cfg.annealing),
+        k=cfg.k,
+        free_bits=cfg.objective.free_bits,
+        free_bits_per_dim=cfg.objective.free_bits_per_dim,
+        val_samples=cfg.eval.val_samples,
+        test_samples=cfg.eval.test_samples,
+        chunk_size=cfg.eval.chunk_size,
+        text_metrics=cfg.eval.text_metrics,
+        max_text_batches=cfg.eval.max_text_batches,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    if not cfg.get("logger"):
+        return []
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    loggers = []
+    for name, logger_cfg in cfg.logger.items():
+        if not logger_cfg or "_target_" not in logger_cfg:
+            continue
+        if name == "wandb":
+            Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+            if multirun and not logger_cfg.get("group"):
+                with open_dict(logger_cfg):  # one wandb group per sweep, one run per job
+                    logger_cfg.group = Path(HydraConfig.get().sweep.dir).name
+                    logger_cfg.name = HydraConfig.get().job.override_dirname or None
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, loggers: list) -> pl.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
+    """metrics.json in the run folder: the flat final metrics (``train/…``, ``val/…``, ``test/…``)."""
+    path = output_dir(cfg) / "metrics.json"
+    if pl.utilities.rank_zero_only.rank == 0:
+        write_atomic(path, json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    return path
+
+
+def restore(cfg: DictConfig) -> tuple[DictConfig, LatentVariableModule, pl.LightningDataModule, Path]:
+    """Module and data for an evaluation mode, from ``ckpt`` / ``run_dir``."""
+    path = resolve_checkpoint(str(cfg.ckpt), cfg.run_dir)
+    checkpoint = load_checkpoint(path)
+    cfg = config_from_checkpoint(cfg, checkpoint)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as error:
+        raise ConfigError(f"ckpt={path}: its weights do not fit model={cfg.model._target_} "
+                          f"({str(error).splitlines()[0]}); restore with the settings it was trained with") from None
+    log.info("restored %s", path)
+    return cfg, module, datamodule, path
+
+
+def run_test(cfg: DictConfig, trainer: pl.Trainer, module: LatentVariableModule,
+             datamodule: pl.LightningDataModule, ckpt_path: str | None = None) -> None:
+    pl.seed_everything(cfg.seed, workers=True)  # the same IW draws whenever a checkpoint is tested
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+
+
+def mode_train(cfg: DictConfig) -> dict[str, float]:
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    trainer = build_trainer(cfg, build_loggers(cfg))
+    trainer.fit(module, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    run_test(cfg, trainer, module, datamodule, ckpt_path=best or None)
+    return module.final_metrics
+
+
+def mode_test(cfg: DictConfig) -> dict[str, float]:
+    cfg, module, datamodule, _ = restore(cfg)
+    trainer = build_trainer(cfg, build_loggers(cfg))
+    run_test(cfg, trainer, module, datamodule)
+    return module.final_metrics
+
+
+def _text_mode_output(cfg: DictConfig, name: str, lines: list[str]) -> dict[str, Any]:
+    for line in lines:
+        print(line)
+    write_atomic(output_dir(cfg) / name, "\n".join(lines) + "\n")
+    return {}
+
+
+def mode_sample(cfg: DictConfig) -> dict[str, float]:
+    cfg, module, _, _ = restore(cfg)
+    if not hasattr(module.model, "sample_prior"):
+        raise ConfigError(f"mode=sample: model={cfg.model._target_} cannot decode prior samples")
+    module.eval()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    samples = module.model.sample_prior(int(cfg.get("num_samples", cfg.eval.num_samples)), generator=generator)
+    return _text_mode_output(cfg, "samples.txt", samples)
+
+
+def mode_interpolate(cfg: DictConfig) -> dict[str, float]:
+    missing = [key for key in ("sentence_a", "sentence_b") if not cfg.get(key)]
+    if missing:
+        raise ConfigError(f"mode=interpolate needs {' and '.join('+' + k + '=…' for k in missing)} "
+                          '(e.g. \'+sentence_a="the company said"\' \'+sentence_b="the market fell"\')')
+    cfg, module, _, _ = restore(cfg)
+    if not hasattr(module.model, "interpolate"):
+        raise ConfigError(f"mode=interpolate: model={cfg.model._target_} has no sentence homotopy")
+    module.eval()
+    path = module.model.interpolate(cfg.sentence_a, cfg.sentence_b, int(cfg.get("steps", 5)))
+    return _text_mode_output(cfg, "interpolation.txt", path)
+
+
+def mode_convert(cfg: DictConfig) -> dict[str, float]:
+    from vae_lab.tense_modes import convert
+
+    cfg, module, datamodule, _ = restore(cfg)
+    module.eval()
+    return convert(cfg, module.model, datamodule, output_dir(cfg)) or {}
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run ``cfg.mode``; write metrics.json; return ``cfg.optimized_metric`` for a sweeper."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    try:
+        metrics = {"train": mode_train, "test": mode_test, "sample": mode_sample,
+                   "interpolate": mode_interpolate, "convert": mode_convert}[cfg.mode](cfg)
+        if metrics:
+            path = write_metrics(cfg, metrics)
+            log.info("metrics written to %s", path)
+    finally:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    value = metrics.get(cfg.optimized_metric) if metrics else None
+    return float(value) if value is not None else None
