@@ -25,7 +25,7 @@ def test_shipped_ptb_is_mikolovs(ptb_files):
             "f26c4b92c5fdc7b3f8c7cdcb991d8420", "aa0affc06ff7c36e977d7cd49e3839bf", "8b80168b89c18661a38ef683c0dc3721"}
         parsed = read_sentences(ptb_files[split])
         assert len(parsed) == sentences
-        assert sum(len(s) for s in parsed) + len(parsed) == tokens  # words + one <eos> a line
+        assert sum(len(s) for s in parsed) == tokens  # words; <eos> is the line end
 
 
 def test_ptb_vocabulary(ptb_files):

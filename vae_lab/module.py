@@ -170,6 +170,15 @@ class LatentVariableModule(pl.LightningModule):
         dist.all_gather_object(gathered, (hyps, refs))
         return [h for g in gathered for h in g[0]], [r for g in gathered for r in g[1]]
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Keep a host copy of ``lengths`` (packing sequences needs them on the CPU), so moving
+        them back does not stall the device every step."""
+        lengths_cpu = batch.get("lengths") if isinstance(batch, dict) else None
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if lengths_cpu is not None:
+            batch["lengths_cpu"] = lengths_cpu
+        return batch
+
     # -- optimisation and checkpoints
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

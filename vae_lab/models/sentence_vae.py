@@ -62,7 +62,7 @@ class SentenceVAE(LatentVariableModel):
     def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance ``[batch, dim]``."""
         embedded = self.embedding_dropout(self.embedding(batch["tokens"]))
-        return self.posterior(self.encoder(embedded, batch["lengths"]))
+        return self.posterior(self.encoder(embedded, batch.get("lengths_cpu", batch["lengths"])))
 
     def decoder_io(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder inputs ``<sos> w_1..w_T`` and targets ``w_1..w_T <eos>`` (pad after), ``[n, T+1]``."""
