@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 def enumerate_states(num_units: int, start: int = 0, stop: int | None = None, *, dtype=torch.float64,
@@ -146,18 +147,21 @@ class RBM(nn.Module):
 
     def _free_energy_float64(self, side: str, states: Tensor) -> Tensor:
         """Marginal free energy of the enumerated side in float64 (differentiable in the parameters), [states]."""
-        a, b, w = self.bias_left.double(), self.bias_right.double(), self.weight.double()
-        if side == "left":
-            return -(states @ a) - F.softplus(states @ w + b).sum(-1)
-        return -(states @ b) - F.softplus(states @ w.t() + a).sum(-1)
+        return _enumerated_free_energy(side, states, self.bias_left, self.bias_right, self.weight)
 
     def exact_log_z(self, max_elements: int = 2**22) -> Tensor:
         """log Z by enumerating the smaller side (float64 scalar, differentiable).
 
-        log Z = logsumexp_{z_s} -F(z_s), accumulated chunk by chunk so memory stays ~max_elements numbers.
+        log Z = logsumexp_{z_s} -F(z_s), accumulated chunk by chunk so memory stays ~max_elements numbers;
+        under autograd each chunk is recomputed in backward (checkpointed) instead of being kept.
         """
-        chunk_log_zs = [torch.logsumexp(-self._free_energy_float64(side, states), dim=0)
-                        for side, states in self._chunks(max_elements)]
+        params = (self.bias_left, self.bias_right, self.weight)
+        chunk_log_zs = []
+        for side, states in self._chunks(max_elements):
+            if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+                chunk_log_zs.append(checkpoint(_chunk_log_z, side, states, *params, use_reentrant=False))
+            else:
+                chunk_log_zs.append(_chunk_log_z(side, states, *params))
         return torch.logsumexp(torch.stack(chunk_log_zs), dim=0)
 
     @torch.no_grad()
@@ -182,6 +186,20 @@ class RBM(nn.Module):
         other_mean = mean[other_slice]
         second[other_slice, other_slice] += torch.diag(other_mean - torch.diagonal(second)[other_slice])
         return mean, second
+
+
+def _enumerated_free_energy(side: str, states: Tensor, bias_left: Tensor, bias_right: Tensor,
+                            weight: Tensor) -> Tensor:
+    """F of enumerated states [states, n_side] of one side, the other summed out, in float64: [states]."""
+    a, b, w = bias_left.double(), bias_right.double(), weight.double()
+    if side == "left":
+        return -(states @ a) - F.softplus(states @ w + b).sum(-1)
+    return -(states @ b) - F.softplus(states @ w.t() + a).sum(-1)
+
+
+def _chunk_log_z(side: str, states: Tensor, bias_left: Tensor, bias_right: Tensor, weight: Tensor) -> Tensor:
+    """logsumexp of -F over one chunk of enumerated states (float64 scalar)."""
+    return torch.logsumexp(-_enumerated_free_energy(side, states, bias_left, bias_right, weight), dim=0)
 
 
 class GibbsSweeper:
