@@ -111,11 +111,16 @@ def test_cli_bad_value_is_one_line_before_training(tmp_path):
 
 
 def test_cli_multirun_with_wandb_offline(tmp_path):
-    """Two sweep jobs, each its own folder, metrics.json and offline wandb run, grouped by sweep."""
-    result = cli("-m", "debug=fast", "logger=wandb", "annealing=linear,cyclical", "hydra.sweep.dir=sweep",
+    """Two sweep jobs (trained on the k=3 importance-weighted bound), each its own folder, metrics.json
+    and offline wandb run, grouped by sweep; the collector tabulates them."""
+    result = cli("-m", "debug=fast", "logger=wandb", "k=3", "annealing=linear,cyclical", "hydra.sweep.dir=sweep",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for job in ("0", "1"):
         assert (tmp_path / "sweep" / job / "metrics.json").is_file()
         runs = list((tmp_path / "sweep" / job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1
+    from experiments.collect import load_runs, markdown_table
+
+    table = markdown_table(load_runs([tmp_path / "sweep"]), ["test/nll", "test/bleu"])
+    assert "annealing=linear" in table and "annealing=cyclical" in table and len(table.splitlines()) == 4

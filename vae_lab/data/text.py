@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vae_lab.data.files import installed_package_file, md5_of_text, write_atomic
 from vae_lab.data.vocab import Vocabulary
@@ -62,6 +62,13 @@ def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
     return sentences
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(world size, rank) when a process group is up, else (1, 0)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
 class SentenceDataset(Dataset):
     """Sentences as id tensors (no <sos>/<eos>: the model adds them), truncated to ``max_length``."""
 
@@ -89,12 +96,15 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Sentences are shuffled, cut into pools of ``pool`` batches, sorted by length inside each pool,
     cut into batches, and the batches are shuffled: random batches with near-uniform lengths.
+    Under DDP each of ``num_replicas`` ranks takes every num_replicas-th batch of the same order
+    (the trainer's ``use_distributed_sampler`` is off for this sampler: it shards itself).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50,
-                 drop_last: bool = False):
+                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
         self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool
         self.drop_last, self.epoch = drop_last, 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
@@ -109,11 +119,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
         rng.shuffle(batches)
-        return iter(batches)
+        per_rank = len(batches) // self.num_replicas if self.num_replicas > 1 else len(batches)
+        return iter(batches[self.rank::self.num_replicas][:per_rank])
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size)
-        return full if self.drop_last or not rest else full + 1
+        total = full if self.drop_last or not rest else full + 1
+        return total // self.num_replicas if self.num_replicas > 1 else total
 
 
 class TextDataModule(pl.LightningDataModule):
@@ -181,11 +193,15 @@ class TextDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
+        replicas, rank = distributed_rank()
         if train:
-            sampler = BucketBatchSampler([len(x) for x in dataset.ids], self.batch_size, self.seed)
+            sampler = BucketBatchSampler([len(x) for x in dataset.ids], self.batch_size, self.seed,
+                                         num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_sentences,
                               num_workers=self.num_workers)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+        # under DDP each rank evaluates its shard (DistributedSampler pads with < replicas repeats)
+        eval_sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=eval_sampler,
                           collate_fn=collate_sentences, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
