@@ -22,9 +22,10 @@ def tiny_model(**kwargs) -> TenseCVAE:
     return TenseCVAE(embedding_dim=16, hidden_size=64, latent_dim=8, condition_dim=8, **kwargs)
 
 
-def test_log_weights_shapes_and_parts(verbs):
+@pytest.mark.parametrize("options", [{}, {"bidirectional": True, "feed_latent": True}])
+def test_log_weights_shapes_and_parts(verbs, options):
     batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
-    model = tiny_model().eval()
+    model = tiny_model(**options).eval()
     weights = model.log_weights(batch, num_samples=3)
     assert weights.rec.shape == weights.prior.shape == weights.posterior.shape == (3, 20)
     assert weights.kl_per_dim.shape == (20, 8)
@@ -34,7 +35,8 @@ def test_log_weights_shapes_and_parts(verbs):
 
 def test_teacher_forcing_schedule_and_free_running(verbs):
     batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
-    model = tiny_model(teacher_forcing=Linear(steps=10, start=1.0, end=0.0), teacher_forcing_unit="word")
+    model = tiny_model(teacher_forcing=Linear(steps=10, start=1.0, end=0.0), teacher_forcing_unit="word",
+                       feed_latent=True)
     assert model.set_step(0) == {"teacher_forcing": 1.0}
     assert model.set_step(5) == {"teacher_forcing": 0.5}
     assert model.set_step(20) == {"teacher_forcing": 0.0}
@@ -102,8 +104,8 @@ def test_convert_mode(tmp_path, capsys):
 
     model = tiny_model()
     cfg = OmegaConf.create({"word": "abandon", "source": "sp", "target": "p", "words_file": None})
-    result = convert(cfg, model, None, tmp_path)
-    assert result["conversions"] == 1 and "abandon (sp) -> " in capsys.readouterr().out
+    assert convert(cfg, model, None, tmp_path) == {"conversions": 1}
+    assert "abandon (sp) -> " in capsys.readouterr().out
     words = tmp_path / "verbs.txt"
     words.write_text("abandon\n# a comment\n\nwent p sp\n")
     cfg = OmegaConf.create({"word": None, "source": "sp", "target": "pg", "words_file": str(words)})

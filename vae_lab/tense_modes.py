@@ -44,7 +44,7 @@ def read_words_file(file: pathlib.Path, source, target) -> list[tuple[str, int, 
 def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
     """Convert ``cfg.word`` (or every line of ``cfg.words_file``) from ``cfg.source`` to ``cfg.target``.
 
-    Returns ``{"conversions": n}`` (and ``{"conversion": word}`` for a single word).
+    Returns ``{"conversions": n}``.
     """
     word, words_file = _setting(cfg, "word"), _setting(cfg, "words_file")
     source, target = _setting(cfg, "source"), _setting(cfg, "target")
@@ -65,7 +65,7 @@ def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
         print(f"{w} ({TENSES[s]}) -> {conversion} ({TENSES[t]})")
         lines.append(f"{w}\t{TENSES[s]}\t{TENSES[t]}\t{conversion}")
     if word is not None:
-        return {"conversions": 1, "conversion": converted[0]}
+        return {"conversions": 1}
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "conversions.txt").write_text("\n".join(lines) + "\n")

@@ -13,6 +13,11 @@ probability ratio the whole batch is teacher-forced through one fused ``nn.LSTM`
 sequence, otherwise it runs free (greedy inputs, a loop over <= ~20 characters). Each word sees the
 same probability of teaching as in the lab, and the fused call makes the taught batches several
 times faster. ``teacher_forcing_unit="word"`` flips a coin per word as the lab does (always the loop).
+
+Options beyond the lab's nets: ``bidirectional`` (both encoder directions start from e(c); their
+final states feed the posterior), ``feed_latent`` ([z, e(c')] appended to every decoder input, not
+only the initial state), ``dropout`` and ``char_dropout`` (decoder input characters hidden in
+training).
 """
 from __future__ import annotations
 
@@ -36,8 +41,9 @@ class TenseCVAE(LatentVariableModel):
     def __init__(self, vocab_size: int = 29, num_tenses: int = len(TENSES), embedding_dim: int = 64,
                  hidden_size: int = 256, latent_dim: int = 32, condition_dim: int = 8,
                  teacher_forcing: Schedule | float | None = None, teacher_forcing_unit: str = "batch",
-                 max_length: int = 24, gaussian_samples: int = 100, gaussian_seed: int = 0,
-                 bleu_smoothing: str = "floor"):
+                 bidirectional: bool = False, feed_latent: bool = False, dropout: float = 0.0,
+                 char_dropout: float = 0.0, max_length: int = 24,
+                 gaussian_samples: int = 100, gaussian_seed: int = 0, bleu_smoothing: str = "floor"):
         super().__init__()
         if teacher_forcing_unit not in ("batch", "word"):
             raise ConfigError(f"model.teacher_forcing_unit: unknown {teacher_forcing_unit!r}; allowed: batch, word")
@@ -45,6 +51,13 @@ class TenseCVAE(LatentVariableModel):
         if vocab_size != self.tokenizer.vocab_size:
             raise ConfigError(f"model.vocab_size={vocab_size}, but the character tokenizer has {self.tokenizer.vocab_size}")
         self.hidden_size, self.latent_dim, self.max_length = hidden_size, latent_dim, max_length
+        self.feed_latent = feed_latent
+        for key, rate in (("dropout", dropout), ("char_dropout", char_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"model.{key}={rate}: must lie in [0, 1)")
+        self.char_dropout = char_dropout
+        self.dropout = nn.Dropout(dropout)
+        directions = 2 if bidirectional else 1
         if teacher_forcing is None or isinstance(teacher_forcing, (int, float)):
             teacher_forcing = Constant(1.0 if teacher_forcing is None else float(teacher_forcing))
         self.teacher_forcing = teacher_forcing
@@ -54,40 +67,58 @@ class TenseCVAE(LatentVariableModel):
 
         self.char_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=CharTokenizer.PAD)
         self.tense_embedding = nn.Embedding(num_tenses, condition_dim)
-        self.encoder_init = nn.Linear(condition_dim, 2 * hidden_size)
-        self.encoder = nn.LSTM(embedding_dim, hidden_size, batch_first=True)
-        self.posterior = GaussianPosterior(2 * hidden_size, latent_dim)
+        self.encoder_init = nn.Linear(condition_dim, 2 * directions * hidden_size)
+        self.encoder = nn.LSTM(embedding_dim, hidden_size, batch_first=True, bidirectional=bidirectional)
+        self.posterior = GaussianPosterior(2 * directions * hidden_size, latent_dim)
         self.decoder_init = nn.Linear(latent_dim + condition_dim, 2 * hidden_size)
-        self.decoder = nn.LSTM(embedding_dim, hidden_size, batch_first=True)
+        context_dim = latent_dim + condition_dim if feed_latent else 0
+        self.decoder = nn.LSTM(embedding_dim + context_dim, hidden_size, batch_first=True)
         self.to_logits = nn.Linear(hidden_size, vocab_size)
 
     # ------------------------------------------------------------------ nets
 
     @staticmethod
-    def _state(features: Tensor) -> tuple[Tensor, Tensor]:
-        """An LSTM state (h, c), each ``[1, batch, hidden]``, from features ``[batch, 2 hidden]``."""
-        h, c = features.chunk(2, dim=-1)
-        return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
+    def _state(features: Tensor, directions: int = 1) -> tuple[Tensor, Tensor]:
+        """An LSTM state (h, c), each ``[directions, batch, hidden]``, from ``[batch, 2 directions hidden]``."""
+        h, c = features.view(features.shape[0], 2, directions, -1).permute(1, 2, 0, 3)
+        return torch.tanh(h).contiguous(), c.contiguous()
 
     def posterior_params(self, tokens: Tensor, lengths: Tensor, tense: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(z|x, c), each ``[batch, latent]``."""
-        state = self._state(self.encoder_init(self.tense_embedding(tense)))
-        packed = pack_padded_sequence(self.char_embedding(tokens), lengths.cpu(), batch_first=True,
+        directions = 2 if self.encoder.bidirectional else 1
+        state = self._state(self.encoder_init(self.tense_embedding(tense)), directions)
+        packed = pack_padded_sequence(self.dropout(self.char_embedding(tokens)), lengths.cpu(), batch_first=True,
                                       enforce_sorted=False)
-        _, (h, c) = self.encoder(packed, state)  # each [1, batch, hidden]
-        return self.posterior(torch.cat([h[0], c[0]], dim=-1))
+        _, (h, c) = self.encoder(packed, state)  # each [directions, batch, hidden]
+        return self.posterior(torch.cat([*h, *c], dim=-1))
 
     def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance ``[batch, latent]`` of the (source) forms under their tenses."""
         return self.posterior_params(batch["tokens"], batch["lengths"], batch["tense"])
 
-    def _decoder_state(self, z: Tensor, tense: Tensor) -> tuple[Tensor, Tensor]:
-        return self._state(self.decoder_init(torch.cat([z, self.tense_embedding(tense)], dim=-1)))
+    def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
+        context = torch.cat([z, self.tense_embedding(tense)], dim=-1)  # [batch, latent + cond]
+        return self._state(self.decoder_init(context)), context if self.feed_latent else None
 
-    def _step(self, inputs: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def _decoder_inputs(self, ids: Tensor, context: Tensor | None) -> Tensor:
+        """Embedded input ids ``[batch, len]`` (with the context appended) -> ``[batch, len, in]``.
+
+        In training, ``char_dropout`` of the characters are replaced by <pad> (a zero embedding), so
+        the decoder must take them from z (Bowman et al.'s word dropout, per character)."""
+        if self.training and self.char_dropout > 0:
+            dropped = torch.rand(ids.shape, device=ids.device) < self.char_dropout
+            ids = ids.masked_fill(dropped & (ids != CharTokenizer.SOS), CharTokenizer.PAD)
+        embedded = self.dropout(self.char_embedding(ids))
+        if context is None:
+            return embedded
+        return torch.cat([embedded, context.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
+
+    def _step(self, inputs: Tensor, state: tuple[Tensor, Tensor],
+              context: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One decoder step: input ids ``[batch]`` -> logits ``[batch, vocab]``."""
-        output, state = self.decoder(self.char_embedding(inputs).unsqueeze(1), state)
-        return self.to_logits(output[:, 0]), state
+        output, state = self.decoder(self._decoder_inputs(inputs.unsqueeze(1), context), state)
+        return self.to_logits(self.dropout(output[:, 0])), state
 
     def decoder_logits(self, z: Tensor, tense: Tensor, targets: Tensor, teach: Tensor | bool = True) -> Tensor:
         """Logits ``[batch, len, vocab]`` of p(x|z, c) for targets ``[batch, len]`` (chars + <eos>).
@@ -95,15 +126,15 @@ class TenseCVAE(LatentVariableModel):
         ``teach=True``: teacher forcing, one fused LSTM call. Otherwise the decoder runs step by step
         and feeds back its own greedy choices, except for the words where ``teach [batch]`` is true.
         """
-        state = self._decoder_state(z, tense)
+        state, context = self._decoder_start(z, tense)
         sos = torch.full_like(targets[:, :1], CharTokenizer.SOS)
         if teach is True:
             inputs = torch.cat([sos, targets[:, :-1]], dim=1)  # [batch, len]
-            output, _ = self.decoder(self.char_embedding(inputs), state)
-            return self.to_logits(output)
+            output, _ = self.decoder(self._decoder_inputs(inputs, context), state)
+            return self.to_logits(self.dropout(output))
         inputs, steps = sos[:, 0], []
         for t in range(targets.shape[1]):
-            logits, state = self._step(inputs, state)
+            logits, state = self._step(inputs, state, context)
             steps.append(logits)
             inputs = logits.argmax(-1)
             if teach is not False:
@@ -113,11 +144,11 @@ class TenseCVAE(LatentVariableModel):
     @torch.no_grad()
     def greedy(self, z: Tensor, tense: Tensor) -> list[str]:
         """Greedy decodings of latents ``[batch, latent]`` under tenses ``[batch]``."""
-        state = self._decoder_state(z, tense)
+        state, context = self._decoder_start(z, tense)
         inputs = torch.full_like(tense, CharTokenizer.SOS)
         ids, finished = [], torch.zeros_like(tense, dtype=torch.bool)
         for _ in range(self.max_length):
-            logits, state = self._step(inputs, state)
+            logits, state = self._step(inputs, state, context)
             inputs = logits.argmax(-1)
             ids.append(inputs)
             finished |= inputs == CharTokenizer.EOS
@@ -192,8 +223,8 @@ class TenseCVAE(LatentVariableModel):
         return {"gaussian_score": gaussian_score(decodings, datamodule.lexicon)}
 
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[str]:
-        """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns."""
-        decodings = self.decode_prior(num_samples, generator)
+        """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns ('-': empty)."""
+        decodings = [[word or "-" for word in row] for row in self.decode_prior(num_samples, generator)]
         width = max([len(w) for row in decodings for w in row] + [len(t) for t in TENSES]) + 2
         return ["".join(word.ljust(width) for word in row).rstrip() for row in decodings]
 
