@@ -41,5 +41,9 @@ def make_config(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _threads():
+def single_thread():
+    """Tests use tiny tensors: intra-op threads only add synchronisation (and stall on a busy machine)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

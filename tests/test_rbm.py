@@ -3,25 +3,12 @@
 import pytest
 import torch
 
+from tests.rbm_helpers import random_gaussian_rbm
 from vae_lab.priors import RBM, enumerate_states
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: intra-op threads only add synchronisation (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_rbm(n_left, n_right, scale=0.5, seed=0, dtype=torch.float64):
-    generator = torch.Generator().manual_seed(seed)
-    rbm = RBM(n_left, n_right, dtype=dtype)
-    with torch.no_grad():
-        for param in rbm.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator, dtype=dtype) * scale)
-    return rbm
+    return random_gaussian_rbm(n_left, n_right, scale, seed, dtype)
 
 
 def brute_log_z(rbm):

@@ -13,28 +13,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from tests.rbm_helpers import random_gaussian_rbm
 from vae_lab.priors import AIS, PCD, RBM, PopulationAnnealing, enumerate_states, log_z_surrogate
 from vae_lab.priors.annealing import multinomial_resample, systematic_resample
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "sampler"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny matmuls: intra-op threads only add synchronisation (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_rbm(n_left, n_right, scale=0.5, seed=0, dtype=torch.float32):
-    generator = torch.Generator().manual_seed(seed)
-    rbm = RBM(n_left, n_right, dtype=dtype)
-    with torch.no_grad():
-        for param in rbm.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator, dtype=dtype) * scale)
-    return rbm
+    return random_gaussian_rbm(n_left, n_right, scale, seed, dtype)
 
 
 def moment_z_scores(samples, rbm):
