@@ -36,7 +36,7 @@ def test_train_writes_metrics_checkpoints_and_outputs(trained):
     assert metrics["test/nll"] <= -metrics["test/elbo"] + 1e-3  # the IW estimate tightens the bound
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len((run_dir / "samples.txt").read_text().splitlines()) == 3
-    assert (run_dir / "reconstructions.txt").read_text().startswith("input\treconstruction\n")
+    assert (run_dir / "reconstructions.txt").read_text().startswith("reference\tdecoding\n")
     assert (run_dir / "csv").is_dir()
 
 

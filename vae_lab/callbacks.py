@@ -12,7 +12,7 @@ from vae_lab.data.files import write_atomic
 
 class TestOutputsWriter(pl.Callback):
     """After testing: ``samples.txt`` (decoded prior samples) and ``reconstructions.txt``
-    (input and greedy reconstruction, tab-separated, one pair a line)."""
+    (reference and greedy decoding: a reconstruction, or a conversion for the CVAE; tab-separated)."""
 
     def __init__(self, output_dir: str, num_samples: int = 20, seed: int = 0):
         self.output_dir, self.num_samples, self.seed = Path(output_dir), num_samples, seed
@@ -29,5 +29,5 @@ class TestOutputsWriter(pl.Callback):
             write_atomic(self.output_dir / "samples.txt", "\n".join(samples) + "\n")
         if "test" in pl_module.text_outputs:
             hyps, refs = pl_module.text_outputs["test"]
-            lines = ["input\treconstruction"] + [f"{r}\t{h}" for h, r in zip(hyps, refs)]
+            lines = ["reference\tdecoding"] + [f"{r}\t{h}" for h, r in zip(hyps, refs)]
             write_atomic(self.output_dir / "reconstructions.txt", "\n".join(lines) + "\n")

@@ -173,7 +173,8 @@ def mode_convert(cfg: DictConfig) -> dict[str, float]:
 
     cfg, module, datamodule, _ = restore(cfg)
     module.eval()
-    return convert(cfg, module.model, datamodule, output_dir(cfg)) or {}
+    convert(cfg, module.model, datamodule, output_dir(cfg))
+    return {}
 
 
 def run(cfg: DictConfig) -> float | None:
