@@ -84,7 +84,7 @@ class TenseCVAE(LatentVariableModel):
         return torch.tanh(h).contiguous(), c.contiguous()
 
     def posterior_params(self, tokens: Tensor, lengths: Tensor, tense: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x, c), each ``[batch, latent]``."""
+        """Mean and log-variance of q(z|x, c), each ``[batch, latent]``; ``lengths`` incl. <eos>."""
         directions = 2 if self.encoder.bidirectional else 1
         state = self._state(self.encoder_init(self.tense_embedding(tense)), directions)
         packed = pack_padded_sequence(self.dropout(self.char_embedding(tokens)), lengths.cpu(), batch_first=True,
@@ -94,7 +94,7 @@ class TenseCVAE(LatentVariableModel):
 
     def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance ``[batch, latent]`` of the (source) forms under their tenses."""
-        return self.posterior_params(batch["tokens"], batch["lengths"], batch["tense"])
+        return self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"])
 
     def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
@@ -182,7 +182,7 @@ class TenseCVAE(LatentVariableModel):
         """
         tokens, lengths, tense = batch["tokens"], batch["lengths"], batch["tense"]
         size, length = tokens.shape
-        mean, log_var = self.posterior_params(tokens, lengths, tense)  # [batch, latent]
+        mean, log_var = self.posterior_params(tokens, _host_lengths(batch), tense)  # [batch, latent]
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, latent]
         targets = tokens.repeat(num_samples, 1)  # [k batch, len]
         logits = self.decoder_logits(z.flatten(0, 1), tense.repeat(num_samples), targets,
@@ -197,7 +197,7 @@ class TenseCVAE(LatentVariableModel):
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
         """Greedy conversions of the batch (posterior mean; reconstructions on batches without targets)
         and their references."""
-        mean, _ = self.posterior_params(batch["tokens"], batch["lengths"], batch["tense"])
+        mean, _ = self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"])
         target_tokens = batch.get("target_tokens", batch["tokens"])
         hypotheses = self.greedy(mean, batch.get("target_tense", batch["tense"]))
         return hypotheses, [self.tokenizer.decode(row) for row in target_tokens.tolist()]
@@ -241,6 +241,11 @@ class TenseCVAE(LatentVariableModel):
         tokens, lengths = self.tokenizer.pad(words)
         mean, _ = self.posterior_params(tokens.to(device), lengths, torch.tensor(sources, device=device))
         return self.greedy(mean, torch.tensor(targets, device=device))
+
+
+def _host_lengths(batch: dict) -> Tensor:
+    """Lengths for packing: the module's host copy when there is one (no device sync)."""
+    return batch.get("lengths_cpu", batch["lengths"])
 
 
 def _per_word(values, count: int) -> list:
