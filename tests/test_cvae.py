@@ -50,8 +50,15 @@ def test_teacher_forcing_schedule_and_free_running(verbs):
     assert torch.allclose(fused, stepped, atol=1e-5)
 
 
-def test_tiny_model_overfits_twenty_verbs(verbs):
-    torch.set_num_threads(1)
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and fair on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_model_overfits_twenty_verbs(verbs, one_thread):
     collate = Collate(CharTokenizer())
     train = collate(FormDataset(verbs).items)
     pairs = collate(PairDataset(conversion_pairs(verbs, parse_tense_pairs("all"))).items)
