@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pathlib
 
+from vae_lab.data.files import write_atomic
 from vae_lab.data.verb_tense import TENSES, CharTokenizer, tense_index
 from vae_lab.errors import ConfigError
 
@@ -66,7 +67,5 @@ def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
         lines.append(f"{w}\t{TENSES[s]}\t{TENSES[t]}\t{conversion}")
     if word is not None:
         return {"conversions": 1}
-    run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "conversions.txt").write_text("\n".join(lines) + "\n")
+    write_atomic(pathlib.Path(run_dir) / "conversions.txt", "\n".join(lines) + "\n")
     return {"conversions": len(converted)}
