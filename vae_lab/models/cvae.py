@@ -18,6 +18,12 @@ Options beyond the lab's nets: ``bidirectional`` (both encoder directions start 
 final states feed the posterior), ``feed_latent`` ([z, e(c')] appended to every decoder input, not
 only the initial state), ``dropout`` and ``char_dropout`` (decoder input characters hidden in
 training).
+
+The Gaussian score (prior draws whose four decodings are the four forms of a real verb) pulls
+against conversion of unseen verbs: a latent precise enough to spell new stems decodes prior draws
+to new, consistently inflected pseudo-verbs ("tringuer tringuers tringuering tringuered"), which
+score 0. Measured on held-out verbs (1,000 draws): KL weight 0.1 -> exact match 0.77, score 0.01;
+0.25 -> 0.73, 0.01; 0.5 -> 0.54, 0.03; 1 with 0.25 free nats a dimension -> 0.26, 0.07.
 """
 from __future__ import annotations
 
