@@ -77,7 +77,7 @@ def build_loggers(cfg: DictConfig) -> list:
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
         if name == "wandb":
-            Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+            output_dir(cfg).mkdir(parents=True, exist_ok=True)
             if multirun and not logger_cfg.get("group"):
                 with open_dict(logger_cfg):  # one wandb group per sweep, one run per job
                     logger_cfg.group = Path(HydraConfig.get().sweep.dir).name

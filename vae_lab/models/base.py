@@ -32,13 +32,3 @@ class LatentVariableModel(nn.Module):
 
     def log_weights(self, batch: Any, num_samples: int = 1) -> LogWeights:  # pragma: no cover
         raise NotImplementedError
-
-    @staticmethod
-    def batch_size(batch: Any) -> int:
-        """Number of examples in a batch (a dict of tensors or a tensor)."""
-        if isinstance(batch, dict):
-            return next(iter(batch.values())).shape[0]
-        if isinstance(batch, (tuple, list)):
-            return batch[0].shape[0]
-        return batch.shape[0]
-
