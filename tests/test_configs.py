@@ -38,9 +38,14 @@ def text_options():
     return [d for d in options("dataset") if d in ("ptb", "text_files")]
 
 
-@pytest.mark.parametrize("model", [m for m in options("model") if m == "vae"])
-def test_model_configs_instantiate(make_config, model):
-    cfg = make_config([f"model={model}", "debug=fast"])
+FAMILY_DATASET = {"vae": "ptb", "cvae": "verb_tense"}
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_config_instantiates_under_debug_fast(make_config, model):
+    """debug=fast's shared keys (model sizes, dataset.limit) fit every family."""
+    cfg = make_config([f"model={model}", f"dataset={FAMILY_DATASET[model]}", "debug=fast"])
+    assert cfg.model.hidden_dim == 32 and cfg.dataset.limit == 200
     module = build_module(cfg, build_datamodule(cfg))
     assert sum(p.numel() for p in module.parameters()) > 0
 
@@ -59,7 +64,8 @@ def test_text_files_needs_a_path(make_config):
 
 
 @pytest.mark.parametrize("override,key", [("mode=fit", "mode=fit"), ("k=0", "k=0"),
-                                          ("eval.test_samples=0", "eval.test_samples")])
+                                          ("eval.test_samples=0", "eval.test_samples"),
+                                          ("torch_threads=0", "torch_threads")])
 def test_validate_names_the_key(make_config, override, key):
     with pytest.raises(ConfigError, match=key):
         validate(make_config([override]))

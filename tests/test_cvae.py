@@ -19,12 +19,12 @@ def verbs():
 
 def tiny_model(**kwargs) -> TenseCVAE:
     torch.manual_seed(0)
-    return TenseCVAE(embedding_dim=16, hidden_size=64, latent_dim=8, condition_dim=8, **kwargs)
+    return TenseCVAE(embedding_dim=16, hidden_dim=64, latent_dim=8, condition_dim=8, **kwargs)
 
 
 @pytest.mark.parametrize("options", [{}, {"bidirectional": True, "feed_latent": True}])
 def test_log_weights_shapes_and_parts(verbs, options):
-    batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
+    batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
     model = tiny_model(**options).eval()
     weights = model.log_weights(batch, num_samples=3)
     assert weights.rec.shape == weights.prior.shape == weights.posterior.shape == (3, 20)
@@ -34,7 +34,7 @@ def test_log_weights_shapes_and_parts(verbs, options):
 
 
 def test_teacher_forcing_schedule_and_free_running(verbs):
-    batch = Collate(CharTokenizer())(FormDataset(verbs[:5]).items)
+    batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
     model = tiny_model(teacher_forcing=Linear(steps=10, start=1.0, end=0.0), teacher_forcing_unit="word",
                        feed_latent=True)
     assert model.set_step(0) == {"teacher_forcing": 1.0}
@@ -60,7 +60,7 @@ def one_thread():
 
 def test_tiny_model_overfits_twenty_verbs(verbs, one_thread):
     collate = Collate(CharTokenizer())
-    train = collate(FormDataset(verbs).items)
+    train = collate(list(FormDataset(verbs)))
     pairs = collate(PairDataset(conversion_pairs(verbs, parse_tense_pairs("all"))).items)
     model = tiny_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -123,3 +123,46 @@ def test_convert_mode(tmp_path, capsys):
         convert(OmegaConf.create({"word": "go", "source": "sp", "target": "future"}), model, None, tmp_path)
     with pytest.raises(ValueError, match="^word: 'go2' is not a word of lowercase letters; allowed characters: a-z$"):
         convert(OmegaConf.create({"word": "go2", "source": "sp", "target": "p"}), model, None, tmp_path)
+
+
+def test_conversion_batches_decode_the_target_form(verbs):
+    pairs = conversion_pairs(verbs[:5], parse_tense_pairs("all"))
+    batch = Collate(CharTokenizer())(PairDataset(pairs).items)
+    weights = tiny_model().eval().log_weights(batch, num_samples=2)
+    assert weights.num_units.tolist() == [len(pair[2]) + 1 for pair in pairs]
+
+
+def test_mixture_prior_trains_and_is_sampled(verbs):
+    batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
+    model = tiny_model(prior="mixture", prior_components=6).train()
+    weights = model.log_weights(batch)
+    assert weights.kl_per_dim is None  # no closed form: the KL is log q - log p at the draws
+    assert torch.allclose(weights.kl(), (weights.posterior - weights.prior)[0])
+    training_objective(weights, kl_weight=0.5).loss.backward()
+    assert model.prior.means.grad.abs().sum() > 0 and model.prior.logits.grad.abs().sum() > 0
+    model.eval()
+    rows = model.decode_prior(3, torch.Generator().manual_seed(0))
+    assert rows == model.decode_prior(3, torch.Generator().manual_seed(0)) and len(rows) == 3
+
+
+def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_the_fit(verbs):
+    from types import SimpleNamespace
+
+    batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
+    model = tiny_model(prior="aggregate", prior_components=30, dropout=0.3).train()
+    assert model.log_weights(batch).kl_per_dim is not None  # N(0, I), analytic, in training
+    model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
+    assert model.training and bool(model.prior.fitted)  # fitting leaves the mode as it was
+    assert model.log_weights(batch).kl_per_dim is not None  # still N(0, I) while training
+    model.eval()
+    weights = model.log_weights(batch, num_samples=2)
+    assert weights.kl_per_dim is None and torch.isfinite(weights.prior).all()
+    # the components are the posteriors of training forms, deterministically chosen
+    means = model.prior.means.clone()
+    model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
+    assert torch.equal(means, model.prior.means)
+    forms = list(FormDataset(verbs))
+    encoded, _ = model.encode(Collate(CharTokenizer())(forms))
+    assert torch.cdist(means, encoded).min(dim=1).values.max() < 1e-4
+    scores = model.epoch_metrics(SimpleNamespace(lexicon=verbs), "val")
+    assert set(scores) == {"gaussian_score", "gaussian_score_normal"}

@@ -84,6 +84,25 @@ def test_datamodule_batches_and_pairs():
     assert datamodule.model_kwargs() == {"vocab_size": 29, "num_tenses": 4}
 
 
+def test_conversion_training_pairs_and_limit():
+    datamodule = VerbTenseDataModule(batch_size=4096, train_pairs="all", limit=50)
+    datamodule.setup("fit")
+    assert len(datamodule.train_verbs) == len(datamodule.test_verbs) == 50 and len(datamodule.lexicon) > 6000
+    torch.manual_seed(0)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert len(batch["tokens"]) == 200  # an epoch keeps one item per (form, tense)
+    tokenizer = CharTokenizer()
+    sources = [tokenizer.decode(row) for row in batch["tokens"].tolist()]
+    targets = [tokenizer.decode(row) for row in batch["target_tokens"].tolist()]
+    for source, tense, target, target_tense in zip(sources, batch["tense"].tolist(), targets,
+                                                   batch["target_tense"].tolist()):
+        # the target is a form of the source's verb
+        assert any(verb[tense] == source and verb[target_tense] == target for verb in datamodule.train_verbs)
+    assert len(set(batch["target_tense"].tolist())) == 4 and (batch["tense"] != batch["target_tense"]).any()
+    with pytest.raises(ConfigError, match="train_pairs"):
+        VerbTenseDataModule(train_pairs="cross")
+
+
 def test_tokenizer_round_trips(lexicon):
     tokenizer = CharTokenizer()
     assert tokenizer.vocab_size == 29

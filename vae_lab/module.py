@@ -122,9 +122,15 @@ class LatentVariableModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.text_outputs.pop("val", None)
+        self._prepare_evaluation()
 
     def on_test_epoch_start(self) -> None:
         self.text_outputs.pop("test", None)
+        self._prepare_evaluation()
+
+    def _prepare_evaluation(self) -> None:
+        if hasattr(self.model, "prepare_evaluation") and self.trainer is not None:
+            self.model.prepare_evaluation(self.trainer.datamodule)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")

@@ -15,6 +15,28 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z.pow(2) + _LOG_2PI).sum(-1)
 
 
+def diagonal_mixture_log_prob(z: Tensor, means: Tensor, log_vars: Tensor, log_weights: Tensor,
+                              chunk_size: int = 4096) -> Tensor:
+    """log sum_k w_k N(z; m_k, diag exp(log_var_k)) for z ``[..., dim]`` and K components -> ``[...]``.
+
+    The squared distances come from two matrix products (sum_d z_d^2 / s_kd^2 - 2 z_d m_kd / s_kd^2
+    + m_kd^2 / s_kd^2), so memory is ``[chunk_size, K]``, not ``[n, K, dim]``. The expansion
+    cancels large terms when the scales are small, so it runs in float64 (an error of ~1e-16 of
+    m^2 / s^2) and returns z's dtype.
+    """
+    shape, dim = z.shape[:-1], z.shape[-1]
+    flat = z.reshape(-1, dim).double()  # [n, dim]
+    means, log_vars, log_weights = means.double(), log_vars.double(), log_weights.double()
+    precision = torch.exp(-log_vars)  # [K, dim]
+    scaled_means = means * precision
+    constant = (means * scaled_means).sum(-1) + log_vars.sum(-1) + dim * _LOG_2PI  # [K]
+    out = []
+    for rows in flat.split(chunk_size):
+        squared = rows.pow(2) @ precision.T - 2.0 * rows @ scaled_means.T  # [c, K]
+        out.append(torch.logsumexp(-0.5 * (squared + constant) + log_weights, dim=-1))
+    return torch.cat(out).to(z.dtype).view(shape)
+
+
 class GaussianPosterior(nn.Module):
     """Diagonal Gaussian q(z|x) = N(mean(h), diag(exp(log_var(h)))) from a feature vector h.
 

@@ -33,6 +33,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"k={cfg.k}: the number of importance samples must be an integer >= 1")
     if cfg.objective.free_bits < 0:
         raise ConfigError(f"objective.free_bits={cfg.objective.free_bits}: must be >= 0")
+    threads = cfg.get("torch_threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"torch_threads={threads}: give an integer >= 1, or null for torch's default")
     for key in ("val_samples", "test_samples", "chunk_size"):
         if cfg.eval[key] < 1:
             raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be >= 1")
@@ -180,6 +183,8 @@ def mode_convert(cfg: DictConfig) -> dict[str, float]:
 def run(cfg: DictConfig) -> float | None:
     """Run ``cfg.mode``; write metrics.json; return ``cfg.optimized_metric`` for a sweeper."""
     validate(cfg)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True)
     try:
         metrics = {"train": mode_train, "test": mode_test, "sample": mode_sample,

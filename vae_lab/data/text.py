@@ -141,7 +141,7 @@ class TextDataModule(pl.LightningDataModule):
                  train_file: str = "ptb.train.txt", valid_file: str = "ptb.valid.txt",
                  test_file: str = "ptb.test.txt", max_vocab: int | None = 10000, min_freq: int = 1,
                  max_length: int = 60, lowercase: bool = False, batch_size: int = 32,
-                 eval_batch_size: int = 64, num_workers: int = 0, limit_sentences: int | None = None,
+                 eval_batch_size: int = 64, num_workers: int = 0, limit: int | None = None,
                  seed: int = 0):
         super().__init__()
         if source not in ("ptb", "files"):
@@ -150,7 +150,7 @@ class TextDataModule(pl.LightningDataModule):
         self.filenames = {"train": train_file, "valid": valid_file, "test": test_file}
         self.max_vocab, self.min_freq, self.max_length = max_vocab, min_freq, max_length
         self.lowercase, self.batch_size, self.eval_batch_size = lowercase, batch_size, eval_batch_size
-        self.num_workers, self.limit_sentences, self.seed = num_workers, limit_sentences, seed
+        self.num_workers, self.limit, self.seed = num_workers, limit, seed
         self.vocab: Vocabulary | None = None
         self.datasets: dict[str, SentenceDataset] = {}
 
@@ -181,8 +181,8 @@ class TextDataModule(pl.LightningDataModule):
         if self.source == "ptb" and not all(f.exists() for f in files.values()):
             self.prepare_data()
         sentences = {split: read_sentences(file, self.lowercase) for split, file in files.items()}
-        if self.limit_sentences:
-            sentences = {split: s[: self.limit_sentences] for split, s in sentences.items()}
+        if self.limit:  # a quick run: the first sentences of each split
+            sentences = {split: s[: self.limit] for split, s in sentences.items()}
         self.vocab = Vocabulary.from_sentences(sentences["train"], self.max_vocab, self.min_freq)
         self.datasets = {split: SentenceDataset(s, self.vocab, self.max_length)
                          for split, s in sentences.items()}

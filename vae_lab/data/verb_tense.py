@@ -236,16 +236,29 @@ def split_verbs(verbs: Sequence[Verb], ratios: Sequence[float], seed: int) -> tu
 
 
 class FormDataset(torch.utils.data.Dataset):
-    """(form, tense) items: each of the four forms of each verb."""
+    """(form, tense) items: each of the four forms of each verb.
 
-    def __init__(self, verbs: Sequence[Verb]):
-        self.items = [(verb[t], t) for verb in verbs for t in range(len(TENSES))]
+    ``convert=True``: each item is also given a target, another form of the same verb under a tense
+    drawn uniformly (the same tense included) at every access, so an epoch keeps its size and
+    over epochs every verb is seen in all 16 ordered tense pairs: (form, tense, target, tense').
+    The draw uses torch's global generator, which the run's seed fixes.
+    """
+
+    def __init__(self, verbs: Sequence[Verb], convert: bool = False):
+        self.verbs = list(verbs)
+        self.items = [(i, t) for i in range(len(self.verbs)) for t in range(len(TENSES))]
+        self.convert = convert
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, int]:
-        return self.items[index]
+    def __getitem__(self, index: int) -> tuple:
+        verb, tense = self.items[index]
+        form = self.verbs[verb][tense]
+        if not self.convert:
+            return form, tense
+        target = int(torch.randint(len(TENSES), ()))
+        return form, tense, self.verbs[verb][target], target
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -287,17 +300,25 @@ class VerbTenseDataModule(pl.LightningDataModule):
 
     Without ``path``: lemminflect's lexicon split by verb (``split`` = train/val/test ratios, groups
     of verbs sharing a form kept together); val/test pairs are ``eval_pairs`` of each val/test verb.
+    ``train_pairs``: ``same`` trains the CVAE to reconstruct each form under its own tense (the lab);
+    ``all`` decodes another form of the same verb, under a random tense, from each encoded form
+    (conversion pairs, ``FormDataset(convert=True)``).
     With ``path``: the lab's setting, trained on all verbs of ``train.txt``; val and test are the 10
     pairs of ``test.txt`` with tenses ``lab_test_tenses``. ``lexicon`` (for the Gaussian score) is
     every verb of the source in use, as the lab scores against its whole word list. ``seed`` fixes
-    the split only; the order of training batches follows the global seed.
+    the split only; the order of training batches follows the global seed. ``limit`` keeps the first verbs of each
+    split (quick runs; not with ``path``).
     """
 
     def __init__(self, data_dir: str | None = None, path: str | None = None,
                  split: Sequence[float] = (0.8, 0.1, 0.1), eval_pairs: str | Sequence = "all",
                  lab_test_tenses: Sequence[Sequence[str]] = LAB_TEST_TENSES, batch_size: int = 128,
-                 eval_batch_size: int = 1024, num_workers: int = 0, seed: int = 0):
+                 eval_batch_size: int = 1024, num_workers: int = 0, seed: int = 0, train_pairs: str = "same",
+                 limit: int | None = None):
         super().__init__()
+        if train_pairs not in ("same", "all"):
+            raise ConfigError(f"dataset.train_pairs: unknown {train_pairs!r}; allowed: same, all")
+        self.train_pairs, self.limit = train_pairs, limit
         self.data_dir, self.path = data_dir, path
         self.split, self.seed = tuple(split), int(seed)
         if len(self.split) != 3:
@@ -331,6 +352,9 @@ class VerbTenseDataModule(pl.LightningDataModule):
         else:
             self.lexicon = read_lemminflect()
             self.train_verbs, self.val_verbs, self.test_verbs = split_verbs(self.lexicon, self.split, self.seed)
+            if self.limit:  # a quick run: the first verbs of each split (the lexicon stays whole)
+                self.train_verbs, self.val_verbs, self.test_verbs = (
+                    verbs[: self.limit] for verbs in (self.train_verbs, self.val_verbs, self.test_verbs))
             self.val_pairs = conversion_pairs(self.val_verbs, self.tense_pairs)
             self.test_pairs = conversion_pairs(self.test_verbs, self.tense_pairs)
 
@@ -344,7 +368,8 @@ class VerbTenseDataModule(pl.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(FormDataset(self.train_verbs), self.batch_size, shuffle=True)
+        dataset = FormDataset(self.train_verbs, convert=self.train_pairs == "all")
+        return self._loader(dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(PairDataset(self.val_pairs), self.eval_batch_size, shuffle=False)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_lab.posteriors import GaussianPosterior
+from vae_lab.posteriors import GaussianPosterior, diagonal_mixture_log_prob
 
 
 @torch.no_grad()
@@ -50,12 +50,9 @@ def gaussian_mutual_information(mean: Tensor, log_var: Tensor, chunk_size: int =
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
     z = mean + (0.5 * log_var).exp() * eps  # [n, dim]
     log_conditional = GaussianPosterior.log_prob(z, mean, log_var)  # [n]
-    log_aggregate = []
-    for start in range(0, n, chunk_size):
-        z_chunk = z[start:start + chunk_size].unsqueeze(1)  # [c, 1, dim]
-        log_q = GaussianPosterior.log_prob(z_chunk, mean.unsqueeze(0), log_var.unsqueeze(0))  # [c, n]
-        log_aggregate.append(torch.logsumexp(log_q, dim=1) - math.log(n))
-    return float((log_conditional - torch.cat(log_aggregate)).mean())
+    uniform = torch.full((n,), -math.log(n), dtype=mean.dtype, device=mean.device)
+    log_aggregate = diagonal_mixture_log_prob(z, mean, log_var, uniform, chunk_size)  # [n]
+    return float((log_conditional - log_aggregate).mean())
 
 
 def perplexity(total_nll: float, total_units: float) -> float:

@@ -14,6 +14,8 @@ shared ``LatentVariableModule`` (vae_lab/module.py) trains and evaluates any of 
   metrics on the gathered pairs, e.g. ``{"bleu": …}``.
 - ``epoch_metrics(datamodule, stage) -> dict[str, float]`` (optional): metrics that need the whole
   dataset or prior samples, e.g. the CVAE Gaussian score.
+- ``prepare_evaluation(datamodule)`` (optional): called before each validation and test epoch, in
+  eval mode, e.g. to set a prior fitted to the training data (the CVAE's aggregate-posterior prior).
 - ``sample_prior(num_samples, generator) -> list[str]`` (optional): decodings of prior samples, for
   ``mode=sample`` and ``samples.txt``.
 """

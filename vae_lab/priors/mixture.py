@@ -1,0 +1,148 @@
+"""Continuous priors p(z) for Gaussian-latent families: N(0, I), a learned mixture, the aggregate posterior.
+
+For a trained encoder the prior that maximises the average ELBO over the training data is the
+aggregate posterior q(z) = (1/N) sum_n q(z|x_n), since
+E_x KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z)) (Hoffman & Johnson 2016, "ELBO surgery";
+Tomczak & Welling 2018, "VAE with a VampPrior", who also note it overfits as a training prior).
+A fixed N(0, I) leaves holes where q(z) has no mass, and draws from them decode to data the
+model never saw (for the verb CVAE: consistent but invented verbs).
+
+- ``StandardNormalPrior``: N(0, I), analytic KL.
+- ``MixturePrior``: K diagonal Gaussians whose weights, means and scales are learned with the model
+  through the KL term (estimated from the posterior draws, log q(z|x) - log p(z)).
+- ``AggregatePosteriorPrior``: a two-stage prior. The model trains against N(0, I); before every
+  evaluation the prior is set to the aggregate posterior of K training items (their q(z|x_n) as
+  equal-weight mixture components; VampPrior with training inputs as pseudo-inputs), and the
+  evaluation's ELBO, KL, NLL and prior draws use it. Its components are buffers, so checkpoints carry
+  the prior they were evaluated with.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from vae_lab.errors import ConfigError
+from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
+
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I); its KL to a diagonal Gaussian posterior is analytic (``analytic_kl``)."""
+
+    analytic_kl = True
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) over the last dimension: ``[..., dim]`` -> ``[...]``."""
+        return standard_normal_log_prob(z)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[num_samples, dim]`` draws (on the CPU when a CPU generator is given)."""
+        return torch.randn(num_samples, self.latent_dim, generator=generator)
+
+
+class MixturePrior(nn.Module):
+    """p(z) = sum_k pi_k N(z; m_k, diag s_k^2), K components with learned pi, m, s.
+
+    Initialised at pi uniform, m_k ~ N(0, I), s_k = 1, so it starts close to a widened N(0, I).
+    ``min_scale`` keeps the components from shrinking onto single posterior means.
+    """
+
+    analytic_kl = False
+
+    def __init__(self, latent_dim: int, components: int = 512, min_scale: float = 1e-2, seed: int = 0):
+        super().__init__()
+        if components < 1:
+            raise ConfigError(f"model.prior_components={components}: must be >= 1")
+        self.latent_dim, self.min_scale = latent_dim, min_scale
+        generator = torch.Generator().manual_seed(seed)
+        self.means = nn.Parameter(torch.randn(components, latent_dim, generator=generator))
+        self.raw_scales = nn.Parameter(torch.zeros(components, latent_dim))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    @property
+    def scales(self) -> Tensor:
+        """Component standard deviations ``[K, dim]``: 1 at initialisation, never below ``min_scale``."""
+        return self.min_scale + (1.0 - self.min_scale) * self.raw_scales.exp()
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) over the last dimension: ``[..., dim]`` -> ``[...]``."""
+        return diagonal_mixture_log_prob(z, self.means, 2.0 * self.scales.log(), self.logits.log_softmax(0))
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[num_samples, dim]`` draws: a component by its weight, then its Gaussian (on the CPU)."""
+        with torch.no_grad():
+            weights = self.logits.detach().softmax(0).cpu()
+            index = torch.multinomial(weights, num_samples, replacement=True, generator=generator)
+            noise = torch.randn(num_samples, self.latent_dim, generator=generator)
+            return self.means.detach().cpu()[index] + self.scales.detach().cpu()[index] * noise
+
+
+class AggregatePosteriorPrior(nn.Module):
+    """p(z) = (1/K) sum_k q(z | x_k) over K training items, set by ``fit`` (N(0, I) until then).
+
+    ``analytic_kl`` is False once fitted. The owning model trains against N(0, I) and calls ``fit``
+    with the posteriors of its training items before each evaluation (``prepare_evaluation``).
+    """
+
+    def __init__(self, latent_dim: int, components: int = 4096):
+        super().__init__()
+        if components < 1:
+            raise ConfigError(f"model.prior_components={components}: must be >= 1")
+        self.latent_dim = latent_dim
+        self.register_buffer("means", torch.zeros(components, latent_dim))
+        self.register_buffer("log_vars", torch.zeros(components, latent_dim))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @property
+    def components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def analytic_kl(self) -> bool:
+        return not bool(self.fitted)
+
+    @torch.no_grad()
+    def fit(self, means: Tensor, log_vars: Tensor) -> None:
+        """Take ``[K, dim]`` posterior means and log-variances as the components."""
+        if means.shape != self.means.shape or log_vars.shape != self.log_vars.shape:
+            raise ValueError(f"fit: expected [{self.components}, {self.latent_dim}] posteriors, got "
+                             f"{list(means.shape)} and {list(log_vars.shape)}")
+        self.means.copy_(means)
+        self.log_vars.copy_(log_vars)
+        self.fitted.fill_(True)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) over the last dimension: ``[..., dim]`` -> ``[...]``."""
+        if not bool(self.fitted):
+            return standard_normal_log_prob(z)
+        uniform = torch.full((self.components,), -math.log(self.components), device=z.device, dtype=z.dtype)
+        return diagonal_mixture_log_prob(z, self.means, self.log_vars, uniform)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[num_samples, dim]`` draws on the CPU: a training item uniformly, then its posterior."""
+        if not bool(self.fitted):
+            return torch.randn(num_samples, self.latent_dim, generator=generator)
+        index = torch.randint(self.components, (num_samples,), generator=generator)
+        noise = torch.randn(num_samples, self.latent_dim, generator=generator)
+        means, log_vars = self.means.detach().cpu(), self.log_vars.detach().cpu()
+        return means[index] + (0.5 * log_vars[index]).exp() * noise
+
+
+PRIORS = ("normal", "mixture", "aggregate")
+
+
+def build_prior(kind: str, latent_dim: int, components: int = 512) -> nn.Module:
+    """``normal`` | ``mixture`` (learned, ``components``) | ``aggregate`` (``components`` training items)."""
+    if kind == "normal":
+        return StandardNormalPrior(latent_dim)
+    if kind == "mixture":
+        return MixturePrior(latent_dim, components)
+    if kind == "aggregate":
+        return AggregatePosteriorPrior(latent_dim, components)
+    raise ConfigError(f"model.prior: unknown {kind!r}; allowed: {', '.join(PRIORS)}")
