@@ -77,3 +77,16 @@ def test_mixture_log_prob_stays_exact_for_tight_far_components():
                                   Independent(Normal(means.double(), (0.5 * log_vars.double()).exp()), 1))
     got = diagonal_mixture_log_prob(z, means, log_vars, torch.full((6,), -math.log(6)), chunk_size=2)
     assert torch.allclose(got.double(), reference.log_prob(z.double()), atol=1e-3)
+
+
+def test_defensive_share_of_the_standard_normal():
+    prior = AggregatePosteriorPrior(latent_dim=2, components=3, normal_weight=0.25)
+    prior.fit(torch.full((3, 2), 8.0), torch.full((3, 2), -10.0))
+    z = torch.randn(50, 2)  # far from the tight components: only the N(0, I) share is left
+    assert torch.allclose(prior.log_prob(z), standard_normal_log_prob(z) + math.log(0.25), atol=1e-4)
+    near = torch.full((1, 2), 8.0)
+    assert prior.log_prob(near) > standard_normal_log_prob(near)
+    draws = prior.sample(4000, torch.Generator().manual_seed(0))
+    assert abs((draws[:, 0] < 4).float().mean().item() - 0.25) < 0.03
+    with pytest.raises(ConfigError, match="prior_normal_weight"):
+        AggregatePosteriorPrior(latent_dim=2, normal_weight=1.0)

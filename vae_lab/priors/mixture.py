@@ -84,17 +84,25 @@ class MixturePrior(nn.Module):
 
 
 class AggregatePosteriorPrior(nn.Module):
-    """p(z) = (1/K) sum_k q(z | x_k) over K training items, set by ``fit`` (N(0, I) until then).
+    """p(z) = a N(0, I) + (1 - a) (1/K) sum_k q(z | x_k) over K training items, set by ``fit``
+    (N(0, I) until then); a = ``normal_weight``.
 
-    ``analytic_kl`` is False once fitted. The owning model trains against N(0, I) and calls ``fit``
-    with the posteriors of its training items before each evaluation (``prepare_evaluation``).
+    a = 0 is the aggregate posterior itself. It is the best prior for the training data but
+    overfits: held-out items whose posteriors fall between the training ones pay a large KL. A
+    share a of N(0, I) (a defensive mixture) bounds that cost: log p(z) >= log a + log N(z; 0, I),
+    so the NLL is never more than -log a nats above the model's with N(0, I), while a share 1 - a
+    of the draws still comes from q(z). ``analytic_kl`` is False once fitted. The owning model trains
+    against N(0, I) and calls ``fit`` with the posteriors of its training items before each
+    evaluation (``prepare_evaluation``).
     """
 
-    def __init__(self, latent_dim: int, components: int = 4096):
+    def __init__(self, latent_dim: int, components: int = 4096, normal_weight: float = 0.0):
         super().__init__()
         if components < 1:
             raise ConfigError(f"model.prior_components={components}: must be >= 1")
-        self.latent_dim = latent_dim
+        if not 0.0 <= normal_weight < 1.0:
+            raise ConfigError(f"model.prior_normal_weight={normal_weight}: must lie in [0, 1)")
+        self.latent_dim, self.normal_weight = latent_dim, normal_weight
         self.register_buffer("means", torch.zeros(components, latent_dim))
         self.register_buffer("log_vars", torch.zeros(components, latent_dim))
         self.register_buffer("fitted", torch.tensor(False))
@@ -121,28 +129,37 @@ class AggregatePosteriorPrior(nn.Module):
         """log p(z) over the last dimension: ``[..., dim]`` -> ``[...]``."""
         if not bool(self.fitted):
             return standard_normal_log_prob(z)
-        uniform = torch.full((self.components,), -math.log(self.components), device=z.device, dtype=z.dtype)
-        return diagonal_mixture_log_prob(z, self.means, self.log_vars, uniform)
+        weight = -math.log(self.components) + math.log1p(-self.normal_weight)
+        uniform = torch.full((self.components,), weight, device=z.device, dtype=z.dtype)
+        aggregate = diagonal_mixture_log_prob(z, self.means, self.log_vars, uniform)
+        if self.normal_weight == 0.0:
+            return aggregate
+        normal = standard_normal_log_prob(z) + math.log(self.normal_weight)
+        return torch.logaddexp(aggregate, normal)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[num_samples, dim]`` draws on the CPU: a training item uniformly, then its posterior."""
+        """``[num_samples, dim]`` draws on the CPU: N(0, I) with probability ``normal_weight``, else a
+        training item uniformly and then its posterior."""
         if not bool(self.fitted):
             return torch.randn(num_samples, self.latent_dim, generator=generator)
         index = torch.randint(self.components, (num_samples,), generator=generator)
         noise = torch.randn(num_samples, self.latent_dim, generator=generator)
+        normal = torch.rand(num_samples, generator=generator) < self.normal_weight
         means, log_vars = self.means.detach().cpu(), self.log_vars.detach().cpu()
-        return means[index] + (0.5 * log_vars[index]).exp() * noise
+        draws = means[index] + (0.5 * log_vars[index]).exp() * noise
+        return torch.where(normal[:, None], noise, draws)
 
 
 PRIORS = ("normal", "mixture", "aggregate")
 
 
-def build_prior(kind: str, latent_dim: int, components: int = 512) -> nn.Module:
-    """``normal`` | ``mixture`` (learned, ``components``) | ``aggregate`` (``components`` training items)."""
+def build_prior(kind: str, latent_dim: int, components: int = 512, normal_weight: float = 0.0) -> nn.Module:
+    """``normal`` | ``mixture`` (learned, ``components``) | ``aggregate`` (``components`` training
+    items, and N(0, I) with weight ``normal_weight``)."""
     if kind == "normal":
         return StandardNormalPrior(latent_dim)
     if kind == "mixture":
         return MixturePrior(latent_dim, components)
     if kind == "aggregate":
-        return AggregatePosteriorPrior(latent_dim, components)
+        return AggregatePosteriorPrior(latent_dim, components, normal_weight)
     raise ConfigError(f"model.prior: unknown {kind!r}; allowed: {', '.join(PRIORS)}")
