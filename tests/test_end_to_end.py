@@ -52,6 +52,18 @@ def test_restore_gives_the_end_of_training_test_metrics(trained, make_config, ck
             assert restored[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
+def test_last_checkpoint_is_the_latest_state_best_the_best(make_config):
+    """``last`` follows training even when the monitored metric stops improving (it is constant
+    here: the KL weight under annealing=constant), ``best`` stays at its first value."""
+    cfg = make_config(["debug=fast", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "annealing=constant",
+                       "optimized_metric=train/kl_weight", "callbacks.early_stopping=null"])
+    run(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    steps = {name: torch.load(folder / f"{name}.ckpt", map_location="cpu", weights_only=False)["global_step"]
+             for name in ("best", "last")}
+    assert steps == {"best": 2, "last": 6}
+
+
 def test_sample_and_interpolate(trained, make_config, capsys):
     run_dir, _, _ = trained
     cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "+num_samples=4"], "sample")
