@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -46,8 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name="train", overrides=["experiment=verb_tense", f"ckpt={args.checkpoint}",
-                                                      "logger=none"])
+        cfg = compose(config_name="train", overrides=["experiment=verb_tense", f"ckpt={args.checkpoint}", "logger=none",
+                                                      f"paths.output_dir={tempfile.mkdtemp()}"])
     _, module, datamodule, _ = restore(cfg)
     model = module.model.eval()
     if not isinstance(model.prior, AggregatePosteriorPrior):
