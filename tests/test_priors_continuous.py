@@ -46,12 +46,15 @@ def test_standard_normal_prior_and_builder():
 
 
 def test_aggregate_posterior_prior_is_the_mixture_of_its_posteriors():
-    prior = AggregatePosteriorPrior(latent_dim=3, components=4)
+    prior = AggregatePosteriorPrior(latent_dim=3, components=4).eval()
     z = torch.randn(5, 3)
     assert prior.analytic_kl and torch.equal(prior.log_prob(z), standard_normal_log_prob(z))  # unfitted
     means, log_vars = torch.randn(4, 3), torch.randn(4, 3) * 0.3
     prior.fit(means, log_vars)
     assert not prior.analytic_kl
+    prior.train()  # the training stage: N(0, I), fitted or not
+    assert prior.analytic_kl and torch.equal(prior.log_prob(z), standard_normal_log_prob(z))
+    prior.eval()
     reference = MixtureSameFamily(Categorical(logits=torch.zeros(4)),
                                   Independent(Normal(means, (0.5 * log_vars).exp()), 1))
     assert torch.allclose(prior.log_prob(z), reference.log_prob(z), atol=1e-5)
@@ -80,7 +83,7 @@ def test_mixture_log_prob_stays_exact_for_tight_far_components():
 
 
 def test_defensive_share_of_the_standard_normal():
-    prior = AggregatePosteriorPrior(latent_dim=2, components=3, normal_weight=0.25)
+    prior = AggregatePosteriorPrior(latent_dim=2, components=3, normal_weight=0.25).eval()
     prior.fit(torch.full((3, 2), 8.0), torch.full((3, 2), -10.0))
     z = torch.randn(50, 2)  # far from the tight components: only the N(0, I) share is left
     assert torch.allclose(prior.log_prob(z), standard_normal_log_prob(z) + math.log(0.25), atol=1e-4)

@@ -246,14 +246,15 @@ class FormDataset(torch.utils.data.Dataset):
 
     def __init__(self, verbs: Sequence[Verb], convert: bool = False):
         self.verbs = list(verbs)
-        self.items = [(i, t) for i in range(len(self.verbs)) for t in range(len(TENSES))]
         self.convert = convert
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.verbs) * len(TENSES)
 
     def __getitem__(self, index: int) -> tuple:
-        verb, tense = self.items[index]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        verb, tense = divmod(index, len(TENSES))
         form = self.verbs[verb][tense]
         if not self.convert:
             return form, tense

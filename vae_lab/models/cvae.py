@@ -94,7 +94,9 @@ class TenseCVAE(LatentVariableModel):
         self.decoder = nn.LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
         self.to_logits = nn.Linear(hidden_dim, vocab_size)
         self.prior = build_prior(prior, latent_dim, prior_components, prior_normal_weight)
-        self.standard_normal = StandardNormalPrior(latent_dim)
+        # N(0, I) for gaussian_score_normal (the prior itself when it is N(0, I))
+        self.standard_normal = (self.prior if isinstance(self.prior, StandardNormalPrior)
+                                else StandardNormalPrior(latent_dim))
 
     # ------------------------------------------------------------------ nets
 
@@ -215,18 +217,10 @@ class TenseCVAE(LatentVariableModel):
                                      self._teach(num_samples * size, tokens.device))
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=CharTokenizer.PAD, reduction="none")
         rec = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
-        prior = self.elbo_prior()
-        analytic = prior.analytic_kl
-        return LogWeights(rec=rec, prior=prior.log_prob(z), posterior=GaussianPosterior.log_prob(z, mean, log_var),
-                          kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if analytic else None,
+        return LogWeights(rec=rec, prior=self.prior.log_prob(z),
+                          posterior=GaussianPosterior.log_prob(z, mean, log_var),
+                          kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
                           num_units=lengths)
-
-    def elbo_prior(self) -> nn.Module:
-        """The prior in the ELBO: the model's, except that the two-stage aggregate-posterior prior is
-        N(0, I) while training (and before its first fit)."""
-        if isinstance(self.prior, AggregatePosteriorPrior) and (self.training or not bool(self.prior.fitted)):
-            return self.standard_normal
-        return self.prior
 
     @torch.no_grad()
     def prepare_evaluation(self, datamodule) -> None:
@@ -279,11 +273,13 @@ class TenseCVAE(LatentVariableModel):
         """The lab's Gaussian score on ``gaussian_samples`` prior draws (fixed seed), against every verb:
         ``gaussian_score`` draws from the model's prior, ``gaussian_score_normal`` from N(0, I) (the
         lab's literal draw; the same number when the prior is N(0, I))."""
-        scores = {}
-        for key, prior in (("gaussian_score", self.prior), ("gaussian_score_normal", self.standard_normal)):
+        def score(prior: nn.Module) -> float:
             generator = torch.Generator().manual_seed(self.gaussian_seed)
-            scores[key] = gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), datamodule.lexicon)
-        return scores
+            return gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), datamodule.lexicon)
+
+        model_score = score(self.prior)
+        normal_score = model_score if self.standard_normal is self.prior else score(self.standard_normal)
+        return {"gaussian_score": model_score, "gaussian_score_normal": normal_score}
 
     def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[str]:
         """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns ('-': empty)."""

@@ -27,7 +27,6 @@ from vae_lab.errors import ConfigError
 from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
 
 
-
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I); its KL to a diagonal Gaussian posterior is analytic (``analytic_kl``)."""
 
@@ -91,9 +90,10 @@ class AggregatePosteriorPrior(nn.Module):
     overfits: held-out items whose posteriors fall between the training ones pay a large KL. A
     share a of N(0, I) (a defensive mixture) bounds that cost: log p(z) >= log a + log N(z; 0, I),
     so the NLL is never more than -log a nats above the model's with N(0, I), while a share 1 - a
-    of the draws still comes from q(z). ``analytic_kl`` is False once fitted. The owning model trains
-    against N(0, I) and calls ``fit`` with the posteriors of its training items before each
-    evaluation (``prepare_evaluation``).
+    of the draws still comes from q(z). The two stages follow the module's mode: in training mode,
+    and in any mode before the first ``fit``, the prior is N(0, I) (``analytic_kl`` True); in eval
+    mode once fitted, it is the mixture. The owning model calls ``fit`` with the posteriors of its
+    training items before each evaluation (``prepare_evaluation``).
     """
 
     def __init__(self, latent_dim: int, components: int = 4096, normal_weight: float = 0.0):
@@ -113,7 +113,8 @@ class AggregatePosteriorPrior(nn.Module):
 
     @property
     def analytic_kl(self) -> bool:
-        return not bool(self.fitted)
+        """True while the prior is N(0, I): in training mode, or not yet fitted."""
+        return self.training or not bool(self.fitted)
 
     @torch.no_grad()
     def fit(self, means: Tensor, log_vars: Tensor) -> None:
@@ -127,7 +128,7 @@ class AggregatePosteriorPrior(nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z) over the last dimension: ``[..., dim]`` -> ``[...]``."""
-        if not bool(self.fitted):
+        if self.analytic_kl:
             return standard_normal_log_prob(z)
         weight = -math.log(self.components) + math.log1p(-self.normal_weight)
         uniform = torch.full((self.components,), weight, device=z.device, dtype=z.dtype)
@@ -139,8 +140,8 @@ class AggregatePosteriorPrior(nn.Module):
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """``[num_samples, dim]`` draws on the CPU: N(0, I) with probability ``normal_weight``, else a
-        training item uniformly and then its posterior."""
-        if not bool(self.fitted):
+        training item uniformly and then its posterior (N(0, I) alone while ``analytic_kl``)."""
+        if self.analytic_kl:
             return torch.randn(num_samples, self.latent_dim, generator=generator)
         index = torch.randint(self.components, (num_samples,), generator=generator)
         noise = torch.randn(num_samples, self.latent_dim, generator=generator)
