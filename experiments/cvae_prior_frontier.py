@@ -3,7 +3,7 @@
     python experiments/cvae_prior_frontier.py outputs/train/runs/<run>/checkpoints/best.ckpt
     python experiments/cvae_prior_frontier.py <ckpt> --weights 0 0.1 0.2 1 --draws 1000 --samples 20
 
-For a model trained with ``model.prior=aggregate``, the prior is re-set for each weight a to
+For a model trained with ``prior=aggregate``, the prior is re-set for each weight a to
 a N(0, I) + (1 - a) (aggregate posterior of the training forms); a = 1 is N(0, I) itself. For each
 it prints the Gaussian score on ``--draws`` prior draws and the importance-weighted NLL (``--samples``
 draws an example) of the val and test conversion pairs, as a Markdown table.
@@ -52,7 +52,7 @@ def main() -> None:
     _, module, datamodule, _ = restore(cfg)
     model = module.model.eval()
     if not isinstance(model.prior, AggregatePosteriorPrior):
-        sys.exit(f"{args.checkpoint}: trained with model.prior other than aggregate; nothing to trade off")
+        sys.exit(f"{args.checkpoint}: trained with a prior other than prior=aggregate; nothing to trade off")
     datamodule.setup("fit")
     model.prepare_evaluation(datamodule)
     print("| N(0, I) weight | Gaussian score | val NLL | test NLL |\n|---|---|---|---|")

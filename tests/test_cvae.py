@@ -9,7 +9,10 @@ from vae_lab.data.verb_tense import (
     CharTokenizer, Collate, FormDataset, PairDataset, conversion_pairs, parse_tense_pairs, read_lemminflect,
 )
 from vae_lab.models.cvae import TenseCVAE
+from functools import partial
+
 from vae_lab.objectives import elbo, training_objective
+from vae_lab.priors.mixture import AggregatePosteriorPrior, MixturePrior
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +30,10 @@ def test_log_weights_shapes_and_parts(verbs, options):
     batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
     model = tiny_model(**options).eval()
     weights = model.log_weights(batch, num_samples=3)
-    assert weights.rec.shape == weights.prior.shape == weights.posterior.shape == (3, 20)
+    assert weights.log_likelihood.shape == weights.prior.shape == weights.posterior.shape == (3, 20)
     assert weights.kl_per_dim.shape == (20, 8)
     assert weights.num_units.tolist() == [len(form) + 1 for verb in verbs[:5] for form in verb]
-    assert torch.all(weights.rec < 0) and torch.isfinite(elbo(weights)).all()
+    assert torch.all(weights.log_likelihood < 0) and torch.isfinite(elbo(weights)).all()
 
 
 def test_teacher_forcing_schedule_and_free_running(verbs):
@@ -83,7 +86,7 @@ def test_tiny_model_overfits_twenty_verbs(verbs, one_thread):
 
 def test_prior_decodings_and_gaussian_score():
     model = tiny_model().eval()
-    rows = model.sample_prior(3, torch.Generator().manual_seed(0))
+    rows = model.sample_outputs(3, torch.Generator().manual_seed(0)).lines
     assert len(rows) == 3 and all(len(row.split()) <= 4 for row in rows)
     decodings = model.decode_prior(3, torch.Generator().manual_seed(0))
     assert all(len(forms) == 4 for forms in decodings)
@@ -91,8 +94,11 @@ def test_prior_decodings_and_gaussian_score():
     class Lexicon:
         lexicon = [decodings[0]] if all(decodings[0]) else []
 
-    score = model.epoch_metrics(Lexicon(), "val")["gaussian_score"]
-    assert 0.0 <= score <= 1.0
+    metrics = model.epoch_metrics(Lexicon(), "val")
+    # the first draw decodes to its own four forms, which form the whole lexicon when they are words
+    expected = sum(tuple(forms) in map(tuple, Lexicon.lexicon) for forms in decodings) / 3
+    assert metrics["gaussian_score"] == pytest.approx(expected)
+    assert metrics["gaussian_score_normal"] == metrics["gaussian_score"]  # the prior is N(0, I): one decode
 
 
 def test_convert_validates_its_inputs():
@@ -107,7 +113,7 @@ def test_convert_validates_its_inputs():
 def test_convert_mode(tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from vae_lab.tense_modes import convert
+    from vae_lab.models.cvae_modes import convert
 
     model = tiny_model()
     cfg = OmegaConf.create({"word": "abandon", "source": "sp", "target": "p", "words_file": None})
@@ -134,7 +140,7 @@ def test_conversion_batches_decode_the_target_form(verbs):
 
 def test_mixture_prior_trains_and_is_sampled(verbs):
     batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
-    model = tiny_model(prior="mixture", prior_components=6).train()
+    model = tiny_model(prior=partial(MixturePrior, components=6)).train()
     weights = model.log_weights(batch)
     assert weights.kl_per_dim is None  # no closed form: the KL is log q - log p at the draws
     assert torch.allclose(weights.kl(), (weights.posterior - weights.prior)[0])
@@ -149,7 +155,7 @@ def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_t
     from types import SimpleNamespace
 
     batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
-    model = tiny_model(prior="aggregate", prior_components=30, dropout=0.3).train()
+    model = tiny_model(prior=partial(AggregatePosteriorPrior, components=30), dropout=0.3).train()
     assert model.log_weights(batch).kl_per_dim is not None  # N(0, I), analytic, in training
     model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
     assert model.training and bool(model.prior.fitted)  # fitting leaves the mode as it was
@@ -162,7 +168,7 @@ def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_t
     model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
     assert torch.equal(means, model.prior.means)
     forms = list(FormDataset(verbs))
-    encoded, _ = model.encode(Collate(CharTokenizer())(forms))
+    encoded = model.encode(Collate(CharTokenizer())(forms)).mean
     assert torch.cdist(means, encoded).min(dim=1).values.max() < 1e-4
     scores = model.epoch_metrics(SimpleNamespace(lexicon=verbs), "val")
     assert set(scores) == {"gaussian_score", "gaussian_score_normal"}

@@ -9,7 +9,7 @@ from vae_lab.train import run
 
 FAST = ["experiment=verb_tense", "debug=fast", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
         "trainer.check_val_every_n_epoch=1", "eval.test_samples=2", "eval.num_samples=2", "model.gaussian_samples=5",
-        "torch_threads=1", "model.prior=aggregate", "model.prior_components=64"]
+        "torch_threads=1", "prior=aggregate", "prior.components=64"]
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +30,17 @@ def test_train_writes_the_shared_and_the_tense_metrics(trained):
 
 
 def test_convert_mode(trained, make_config, capsys, tmp_path):
-    run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "+word=abandon", "+source=sp", "+target=p"],
+    run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "word=abandon", "source=sp", "target=p"],
                     "convert"))
     assert "abandon (sp) -> " in capsys.readouterr().out
     words = tmp_path / "words.txt"
     words.write_text("abandon sp p\ngo p pg\n")
-    cfg = make_config([*FAST, "mode=convert", f"run_dir={trained}", f"+words_file={words}"], "convert_file")
+    cfg = make_config([*FAST, "mode=convert", f"run_dir={trained}", f"words_file={words}"], "convert_file")
     run(cfg)
     assert len((Path(cfg.paths.output_dir) / "conversions.txt").read_text().splitlines()) == 2
     with pytest.raises(ConfigError, match="target"):
-        run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "+word=go", "+source=sp", "+target=future"],
+        run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "word=go", "source=sp", "target=future"],
                         "bad_tense"))
     with pytest.raises(ConfigError, match="a-z"):
-        run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "+word=Go1", "+source=sp", "+target=p"],
+        run(make_config([*FAST, "mode=convert", f"run_dir={trained}", "word=Go1", "source=sp", "target=p"],
                         "bad_word"))

@@ -66,15 +66,15 @@ def test_last_checkpoint_is_the_latest_state_best_the_best(make_config):
 
 def test_sample_and_interpolate(trained, make_config, capsys):
     run_dir, _, _ = trained
-    cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "+num_samples=4"], "sample")
+    cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "num_samples=4"], "sample")
     run(cfg)
     assert len((Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()) == 4
-    cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}", "+sentence_a=the company said",
-                       "+sentence_b=prices fell sharply", "+steps=3"], "interpolate")
+    cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}", "sentence_a=the company said",
+                       "sentence_b=prices fell sharply", "steps=3"], "interpolate")
     run(cfg)
     assert len((Path(cfg.paths.output_dir) / "interpolation.txt").read_text().splitlines()) == 5
     cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}"], "interpolate_missing")
-    with pytest.raises(ConfigError, match=r"\+sentence_a"):
+    with pytest.raises(ConfigError, match=r"sentence_a=…"):
         run(cfg)
 
 
@@ -97,7 +97,7 @@ def test_nan_loss_stops_with_a_clear_error(make_config, monkeypatch):
         log_weights = real(self, batch, num_samples)
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls > 2:
-            log_weights.rec = log_weights.rec * float("nan")
+            log_weights.log_likelihood = log_weights.log_likelihood * float("nan")
         return log_weights
 
     monkeypatch.setattr(SentenceVAE, "log_weights", nan_after_two_steps)

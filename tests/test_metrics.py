@@ -26,7 +26,7 @@ class LinearGaussian(LatentVariableModel):
         log_var = torch.full_like(mean, math.log(post_var * self.posterior_scale ** 2))
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, 1]
         rec = -0.5 * ((x - z[..., 0]) ** 2 / self.noise_var + math.log(2 * math.pi * self.noise_var))
-        return LogWeights(rec=rec, prior=standard_normal_log_prob(z),
+        return LogWeights(log_likelihood=rec, prior=standard_normal_log_prob(z),
                           posterior=GaussianPosterior.log_prob(z, mean, log_var))
 
 

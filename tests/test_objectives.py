@@ -12,7 +12,7 @@ def random_log_weights(k: int, batch: int = 6, dim: int = 4, seed: int = 0) -> L
     z = mean + (0.5 * log_var).exp() * torch.randn(k, batch, dim, generator=g)
     from vae_lab.posteriors import GaussianPosterior, standard_normal_log_prob
 
-    return LogWeights(rec=-torch.rand(k, batch, generator=g) * 50, prior=standard_normal_log_prob(z),
+    return LogWeights(log_likelihood=-torch.rand(k, batch, generator=g) * 50, prior=standard_normal_log_prob(z),
                       posterior=GaussianPosterior.log_prob(z, mean, log_var),
                       kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var))
 
@@ -37,7 +37,7 @@ def test_iw_bound_is_logmeanexp():
 def test_training_loss_k1_beta1_is_negative_elbo_with_analytic_kl():
     lw = random_log_weights(k=1)
     out = training_objective(lw, kl_weight=1.0)
-    expected = -(lw.rec[0] - lw.kl_per_dim.sum(-1)).mean()
+    expected = -(lw.log_likelihood[0] - lw.kl_per_dim.sum(-1)).mean()
     torch.testing.assert_close(out.loss, expected)
     torch.testing.assert_close(out.kl, lw.kl_per_dim.sum(-1))
 
@@ -45,12 +45,39 @@ def test_training_loss_k1_beta1_is_negative_elbo_with_analytic_kl():
 def test_kl_weight_scales_only_the_regulariser():
     lw = random_log_weights(k=1)
     loss0 = training_objective(lw, kl_weight=0.0).loss
-    torch.testing.assert_close(loss0, -lw.rec.mean())
+    torch.testing.assert_close(loss0, -lw.log_likelihood.mean())
 
 
-def test_training_loss_k_gt_1_beta1_is_negative_iw_bound():
+def test_training_loss_iw_with_k_gt_1_beta1_is_negative_iw_bound():
     lw = random_log_weights(k=7)
-    torch.testing.assert_close(training_objective(lw, 1.0).loss, -iw_bound(lw).mean())
+    out = training_objective(lw, 1.0, bound="iw")
+    torch.testing.assert_close(out.loss, -iw_bound(lw).mean())
+    torch.testing.assert_close(out.bound, iw_bound(lw))
+
+
+def test_training_loss_elbo_with_k_gt_1_averages_the_elbo_over_the_draws():
+    lw = random_log_weights(k=7)
+    out = training_objective(lw, 0.5)  # bound="elbo" by default, whatever k
+    expected = -(lw.log_likelihood.mean(0) - 0.5 * lw.kl_per_dim.sum(-1)).mean()
+    torch.testing.assert_close(out.loss, expected)
+    assert torch.all(out.bound >= out.elbo - 1e-3)  # logged: the IW bound of the same draws, >= their ELBO
+
+
+def test_iw_tempering_acts_on_the_regulariser_inside_the_weights():
+    lw = random_log_weights(k=4)
+    tempered = lw.log_likelihood + 0.3 * (lw.prior - lw.posterior)
+    expected = -(torch.logsumexp(tempered, 0) - math.log(4)).mean()
+    torch.testing.assert_close(training_objective(lw, 0.3, bound="iw").loss, expected)
+    with pytest.raises(ValueError, match="objective.bound='nope'"):
+        training_objective(lw, 1.0, bound="nope")
+
+
+def test_an_analytic_kl_per_example_replaces_the_monte_carlo_kl():
+    lw = random_log_weights(k=3)
+    lw.kl_per_dim, lw.analytic_kl = None, torch.arange(6.0)
+    out = training_objective(lw, 2.0)
+    torch.testing.assert_close(out.kl, torch.arange(6.0))
+    torch.testing.assert_close(out.loss, -(lw.log_likelihood.mean(0) - 2.0 * torch.arange(6.0)).mean())
 
 
 def test_free_bits_per_dim_clamps_each_dimension_and_stops_its_gradient():
@@ -59,7 +86,7 @@ def test_free_bits_per_dim_clamps_each_dimension_and_stops_its_gradient():
     from vae_lab.posteriors import GaussianPosterior
 
     kl_per_dim = GaussianPosterior.kl_per_dim(mean, log_var)  # dim 0 tiny, dim 1 large
-    lw = LogWeights(rec=torch.zeros(1, 2), prior=torch.zeros(1, 2), posterior=torch.zeros(1, 2),
+    lw = LogWeights(log_likelihood=torch.zeros(1, 2), prior=torch.zeros(1, 2), posterior=torch.zeros(1, 2),
                     kl_per_dim=kl_per_dim)
     clamped = free_bits_kl(lw, free_bits=0.5, per_dim=True)
     batch_mean_dim1 = kl_per_dim[:, 1].mean()
@@ -78,4 +105,4 @@ def test_free_bits_per_batch_and_errors():
     with pytest.raises(ValueError, match="free_bits_per_dim"):
         free_bits_kl(lw, 1.0, per_dim=True)
     with pytest.raises(ValueError, match="k=3"):
-        training_objective(random_log_weights(k=3), 1.0, free_bits=1.0)
+        training_objective(random_log_weights(k=3), 1.0, free_bits=1.0, bound="iw")

@@ -7,7 +7,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 
 from vae_lab.errors import ConfigError
 from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
-from vae_lab.priors.mixture import AggregatePosteriorPrior, MixturePrior, StandardNormalPrior, build_prior
+from vae_lab.priors.mixture import AggregatePosteriorPrior, MixturePrior, StandardNormalPrior
 
 
 def test_mixture_log_prob_equals_torch_distributions():
@@ -35,14 +35,13 @@ def test_mixture_samples_follow_its_components():
     assert torch.allclose(z[:, 1], torch.zeros(4000), atol=0.01)
 
 
-def test_standard_normal_prior_and_builder():
-    prior = build_prior("normal", 4)
-    assert isinstance(prior, StandardNormalPrior) and prior.analytic_kl
+def test_standard_normal_prior():
+    prior = StandardNormalPrior(4)
+    assert prior.analytic_kl and prior.is_standard_normal
     z = prior.sample(6, torch.Generator().manual_seed(0))
     assert torch.equal(prior.log_prob(z), standard_normal_log_prob(z))
-    assert isinstance(build_prior("mixture", 4, 3), MixturePrior)
-    with pytest.raises(ConfigError, match="model.prior"):
-        build_prior("flow", 4)
+    with pytest.raises(ConfigError, match="prior.components"):
+        MixturePrior(4, components=0)
 
 
 def test_aggregate_posterior_prior_is_the_mixture_of_its_posteriors():
@@ -91,5 +90,5 @@ def test_defensive_share_of_the_standard_normal():
     assert prior.log_prob(near) > standard_normal_log_prob(near)
     draws = prior.sample(4000, torch.Generator().manual_seed(0))
     assert abs((draws[:, 0] < 4).float().mean().item() - 0.25) < 0.03
-    with pytest.raises(ConfigError, match="prior_normal_weight"):
+    with pytest.raises(ConfigError, match=r"prior\.normal_weight"):
         AggregatePosteriorPrior(latent_dim=2, normal_weight=1.0)

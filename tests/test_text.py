@@ -88,9 +88,9 @@ def test_log_weights_shapes_and_units():
     model = tiny_vae()
     batch = {"tokens": torch.tensor([[4, 5, 6], [7, 4, 0]]), "lengths": torch.tensor([3, 2])}
     lw = model.log_weights(batch, num_samples=4)
-    assert lw.rec.shape == lw.prior.shape == lw.posterior.shape == (4, 2)
+    assert lw.log_likelihood.shape == lw.prior.shape == lw.posterior.shape == (4, 2)
     assert lw.kl_per_dim.shape == (2, 3) and lw.num_units.tolist() == [4.0, 3.0]
-    assert torch.all(lw.rec < 0)
+    assert torch.all(lw.log_likelihood < 0)
     # padding does not change a sentence's likelihood
     model.eval()
     z = torch.randn(1, 3)
@@ -101,6 +101,6 @@ def test_log_weights_shapes_and_units():
 
 def test_decoding_stops_and_interpolates():
     model = tiny_vae().eval()
-    samples = model.sample_prior(4, generator=torch.Generator().manual_seed(0))
+    samples = model.sample_outputs(4, generator=torch.Generator().manual_seed(0)).lines
     assert len(samples) == 4 and all(len(s.split()) <= 6 for s in samples)
     assert len(model.interpolate("a b", "c d", steps=3)) == 5

@@ -7,12 +7,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vae_lab.data.files import write_atomic
+from vae_lab.outputs import TextOutput
 
 
 class TestOutputsWriter(pl.Callback):
-    """After testing: ``samples.txt`` (decoded prior samples) and ``reconstructions.txt``
-    (reference and greedy decoding: a reconstruction, or a conversion for the CVAE; tab-separated)."""
+    """After testing, what the family shows, by kind: ``samples.txt`` or ``samples.png`` (decoded prior
+    samples) and ``reconstructions.txt`` (reference and greedy decoding, tab-separated: a
+    reconstruction, or a conversion for the CVAE) or ``reconstructions.png`` (test images over their
+    reconstructions); each also logged to wandb (a table or an image) when it is a logger."""
 
     def __init__(self, output_dir: str, num_samples: int = 20, seed: int = 0):
         self.output_dir, self.num_samples, self.seed = Path(output_dir), num_samples, seed
@@ -20,14 +22,26 @@ class TestOutputsWriter(pl.Callback):
     @rank_zero_only
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         model = pl_module.model
-        if hasattr(model, "sample_prior") and self.num_samples > 0:
-            generator = torch.Generator().manual_seed(self.seed)
-            was_training = model.training
-            model.eval()
-            samples = model.sample_prior(self.num_samples, generator=generator)
-            model.train(was_training)
-            write_atomic(self.output_dir / "samples.txt", "\n".join(samples) + "\n")
-        if "test" in pl_module.text_outputs:
-            hyps, refs = pl_module.text_outputs["test"]
-            lines = ["reference\tdecoding"] + [f"{r}\t{h}" for h, r in zip(hyps, refs)]
-            write_atomic(self.output_dir / "reconstructions.txt", "\n".join(lines) + "\n")
+        was_training = model.training
+        model.eval()
+        outputs = {}
+        with torch.no_grad():
+            if self.num_samples > 0:
+                outputs["samples"] = model.sample_outputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+            if "test" in pl_module.text_outputs:
+                hyps, refs = pl_module.text_outputs["test"]
+                outputs["reconstructions"] = TextOutput([f"{r}\t{h}" for h, r in zip(hyps, refs)],
+                                                        header="reference\tdecoding")
+            else:
+                batch = next(iter(trainer.datamodule.test_dataloader()))
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                outputs["reconstructions"] = model.reconstruction_outputs(batch)
+        model.train(was_training)
+        import wandb
+
+        for name, output in outputs.items():
+            if output is None:
+                continue
+            output.write(self.output_dir, name)
+            if wandb.run is not None:  # logger=wandb
+                wandb.run.log({f"test/{name}": output.wandb_value()})

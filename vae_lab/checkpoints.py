@@ -45,8 +45,8 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
-    """Take the model and dataset settings the checkpoint was trained with, so the architecture and
-    vocabulary match; a ``dataset.path`` given now still wins (the data may have moved)."""
+    """Take the model, prior and dataset settings the checkpoint was trained with, so the architecture
+    and vocabulary match; a ``dataset.path`` given now still wins (the data may have moved)."""
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
         return cfg
@@ -55,6 +55,8 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
         path_now = cfg.dataset.get("path")
         cfg.model = saved.model
         cfg.dataset = saved.dataset
+        if "prior" in saved:
+            cfg.prior = saved.prior
         if path_now:
             cfg.dataset.path = path_now
     return cfg

@@ -9,8 +9,8 @@ import torch.distributed as dist
 from torch import nn
 from torchmetrics import CatMetric, SumMetric
 
-from vae_lab.metrics.likelihood import (active_units, gaussian_mutual_information,
-                                        importance_weighted_nll, perplexity)
+from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, perplexity
+from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import training_objective
 
 EVAL_SUMS = ("elbo", "rec", "kl", "nll", "units", "count")
@@ -23,30 +23,32 @@ class NonFiniteLossError(RuntimeError):
 class LatentVariableModule(pl.LightningModule):
     """One shared step for train / val / test over a ``LatentVariableModel``.
 
-    Training optimises ``training_objective`` (ELBO with KL weight and free bits, or the IW bound for
-    k > 1). Evaluation accumulates, over the whole split, the ELBO parts, the importance-weighted NLL
-    (``val_samples`` / ``test_samples`` draws), perplexities per predicted unit, active units and
-    mutual information (Gaussian families), the family's text metrics on greedy decodings and its
-    epoch metrics. ``final_metrics`` keeps the last value of every key, for metrics.json.
+    Training optimises ``training_objective`` with k draws (``bound``: the ELBO averaged over them, or
+    the IW bound), KL weight and free bits, plus the family's ``regularizer()``. Evaluation
+    accumulates, over the whole split, the ELBO parts, the importance-weighted NLL (``val_samples`` /
+    ``test_samples`` draws), perplexities where the family counts predicted units, active units and
+    mutual information where its posterior defines them, the family's text metrics on greedy
+    decodings and its epoch metrics. ``final_metrics`` keeps the last value of every key, for
+    metrics.json. The family is reached only through ``LatentVariableModel`` (vae_lab/models/base.py).
     """
 
-    def __init__(self, model: nn.Module, optimizer: Callable, kl_schedule: Callable[[int], float],
-                 k: int = 1, free_bits: float = 0.0, free_bits_per_dim: bool = True,
+    def __init__(self, model: LatentVariableModel, optimizer: Callable, kl_schedule: Callable[[int], float],
+                 k: int = 1, bound: str = "elbo", free_bits: float = 0.0, free_bits_per_dim: bool = True,
                  val_samples: int = 10, test_samples: int = 500, chunk_size: int = 50,
                  text_metrics: bool = True, max_text_batches: int | None = None,
                  lr_scheduler: Callable | None = None, check_finite_every: int = 50,
                  config: dict | None = None):
         super().__init__()
         self.model, self.optimizer_factory, self.lr_scheduler_factory = model, optimizer, lr_scheduler
-        self.kl_schedule, self.k = kl_schedule, k
+        self.kl_schedule, self.k, self.bound = kl_schedule, k, bound
         self.free_bits, self.free_bits_per_dim = free_bits, free_bits_per_dim
         self.num_eval_samples = {"val": val_samples, "test": test_samples}
         self.chunk_size, self.use_text_metrics, self.max_text_batches = chunk_size, text_metrics, max_text_batches
         self.check_finite_every, self.config = check_finite_every, config
         self.eval_sums = nn.ModuleDict({stage: nn.ModuleDict({name: SumMetric() for name in EVAL_SUMS})
                                         for stage in ("val", "test")})
-        self.eval_posteriors = nn.ModuleDict({stage: nn.ModuleDict({"mean": CatMetric(), "log_var": CatMetric()})
-                                              for stage in ("val", "test")})
+        self.eval_posteriors = nn.ModuleDict({stage: CatMetric() for stage in ("val", "test")})
+        self.posterior_type: type | None = None  # what the family's ``encode`` returns
         self.text_outputs: dict[str, tuple[list[str], list[str]]] = {}
         self.final_metrics: dict[str, float] = {}
         self._train_sums: dict[str, torch.Tensor] = {}
@@ -55,23 +57,23 @@ class LatentVariableModule(pl.LightningModule):
     # -- training
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         step = self.global_step
-        extra = self.model.set_step(step) if hasattr(self.model, "set_step") else {}
+        extra = self.model.set_step(step)
         kl_weight = float(self.kl_schedule(step))
         log_weights = self.model.log_weights(batch, self.k)
-        out = training_objective(log_weights, kl_weight, self.free_bits, self.free_bits_per_dim)
-        self._check_finite(out.loss, step, batch_idx)
+        out = training_objective(log_weights, kl_weight, self.free_bits, self.free_bits_per_dim, self.bound)
+        loss = out.loss + self.model.regularizer()
+        self._check_finite(loss, step, batch_idx)
         batch_size = out.elbo.shape[0]
-        values = {"loss": out.loss, "elbo": out.elbo.mean(), "rec": out.rec.mean(), "kl": out.kl.mean()}
-        self.log_dict({f"train/{name}": v for name, v in values.items()}, batch_size=batch_size,
-                      prog_bar=False)
+        values = {"elbo": out.elbo, "rec": out.reconstruction_nll, "kl": out.kl, "bound": out.bound}
+        self.log_dict({"train/loss": loss, **{f"train/{name}": v.mean() for name, v in values.items()}},
+                      batch_size=batch_size, prog_bar=False)
         self.log("train/kl_weight", kl_weight, batch_size=batch_size)
         for name, value in extra.items():
             self.log(f"train/{name}", float(value), batch_size=batch_size)
-        for name in ("elbo", "rec", "kl"):
-            total = getattr(out, name).detach().sum()
-            self._train_sums[name] = self._train_sums.get(name, 0.0) + total
+        for name, value in values.items():
+            self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach().sum()
         self._train_sums["count"] = self._train_sums.get("count", 0) + batch_size
-        return out.loss
+        return loss
 
     def _check_finite(self, loss: torch.Tensor, step: int, batch_idx: int) -> None:
         """Fail on a NaN/inf loss. Flags accumulate on the device; the host looks every
@@ -98,21 +100,21 @@ class LatentVariableModule(pl.LightningModule):
         log_weights = self.model.log_weights(batch, 1)
         out = training_objective(log_weights, 1.0)
         nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], self.chunk_size)
-        units = log_weights.num_units if log_weights.num_units is not None else torch.ones_like(out.elbo)
+        units = log_weights.num_units if log_weights.num_units is not None else torch.zeros_like(out.elbo)
         sums = self.eval_sums[stage]
-        for name, value in (("elbo", out.elbo), ("rec", out.rec), ("kl", out.kl), ("nll", nll),
+        for name, value in (("elbo", out.elbo), ("rec", out.reconstruction_nll), ("kl", out.kl), ("nll", nll),
                             ("units", units), ("count", torch.ones_like(out.elbo))):
             sums[name].update(value.double().sum())
-        if hasattr(self.model, "encode"):
-            mean, log_var = self.model.encode(batch)
-            self.eval_posteriors[stage]["mean"].update(mean)
-            self.eval_posteriors[stage]["log_var"].update(log_var)
-        if self.use_text_metrics and hasattr(self.model, "text_pairs") and (
-                self.max_text_batches is None or batch_idx < self.max_text_batches):
-            hyps, refs = self.model.text_pairs(batch)
+        posterior = self.model.encode(batch)
+        if posterior is not None:
+            self.posterior_type = type(posterior)
+            self.eval_posteriors[stage].update(posterior.pack())
+        pairs = (self.model.text_pairs(batch) if self.use_text_metrics and (
+            self.max_text_batches is None or batch_idx < self.max_text_batches) else None)
+        if pairs is not None:
             gathered = self.text_outputs.setdefault(stage, ([], []))
-            gathered[0].extend(hyps)
-            gathered[1].extend(refs)
+            gathered[0].extend(pairs[0])
+            gathered[1].extend(pairs[1])
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -129,7 +131,7 @@ class LatentVariableModule(pl.LightningModule):
         self._prepare_evaluation()
 
     def _prepare_evaluation(self) -> None:
-        if hasattr(self.model, "prepare_evaluation") and self.trainer is not None:
+        if self.trainer is not None:
             self.model.prepare_evaluation(self.trainer.datamodule)
 
     def on_validation_epoch_end(self) -> None:
@@ -143,25 +145,21 @@ class LatentVariableModule(pl.LightningModule):
         for metric in self.eval_sums[stage].values():
             metric.reset()
         count = max(sums["count"], 1.0)
-        metrics = {
-            "elbo": sums["elbo"] / count, "rec": sums["rec"] / count, "kl": sums["kl"] / count,
-            "nll": sums["nll"] / count,
-            "ppl": perplexity(sums["nll"], sums["units"]),
-            "rec_ppl": perplexity(sums["rec"], sums["units"]),
-        }
+        metrics = {"elbo": sums["elbo"] / count, "rec": sums["rec"] / count, "kl": sums["kl"] / count,
+                   "nll": sums["nll"] / count}
+        if sums["units"] > 0:  # the family counts predicted units (tokens, characters)
+            metrics.update(ppl=perplexity(sums["nll"], sums["units"]), rec_ppl=perplexity(sums["rec"], sums["units"]))
         posteriors = self.eval_posteriors[stage]
-        if posteriors["mean"].update_count:
-            mean, log_var = posteriors["mean"].compute(), posteriors["log_var"].compute()
-            generator = torch.Generator().manual_seed(0)
-            metrics["active_units"] = float(active_units(mean))
-            metrics["mi"] = gaussian_mutual_information(mean.cpu(), log_var.cpu(), generator=generator)
-        for metric in posteriors.values():
-            metric.reset()
-        if stage in self.text_outputs and hasattr(self.model, "text_metrics"):
+        if posteriors.update_count:
+            posterior = self.posterior_type.unpack(posteriors.compute())
+            metrics["active_units"] = float(active_units(posterior.means()))
+            metrics["mi"] = posterior.mutual_information(generator=torch.Generator().manual_seed(0))
+        posteriors.reset()
+        if stage in self.text_outputs:
             hyps, refs = self._gather_text(*self.text_outputs[stage])
             self.text_outputs[stage] = (hyps, refs)
             metrics.update(self.model.text_metrics(hyps, refs))
-        if hasattr(self.model, "epoch_metrics") and self.trainer is not None:
+        if self.trainer is not None:
             metrics.update(self.model.epoch_metrics(self.trainer.datamodule, stage))
         if not self.trainer.sanity_checking:
             self.final_metrics.update({f"{stage}/{k}": float(v) for k, v in metrics.items()})
@@ -179,7 +177,7 @@ class LatentVariableModule(pl.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Keep a host copy of ``lengths`` (packing sequences needs them on the CPU), so moving
         them back does not stall the device every step."""
-        lengths_cpu = batch.get("lengths") if isinstance(batch, dict) else None
+        lengths_cpu = batch.get("lengths")  # every datamodule yields dict batches
         batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
         if lengths_cpu is not None:
             batch["lengths_cpu"] = lengths_cpu

@@ -17,31 +17,36 @@ from torch import Tensor
 
 @dataclass
 class LogWeights:
-    """Named parts of the log importance weights, each ``[k, batch]``.
+    """Named parts of the log importance weights, each ``[k, batch]``: ``log_likelihood`` log p(x|z),
+    ``prior`` log p(z), ``posterior`` log q(z|x).
 
-    ``kl_per_dim`` is the analytic KL(q(z|x) || p(z)) per latent dimension ``[batch, dim]`` when the
-    family has one (Gaussian posterior and prior); free bits per dimension need it. ``num_units`` is
-    the number of predicted units per example ``[batch]`` (tokens incl. <eos>, characters, pixels),
-    used for perplexities.
+    A family with a closed-form KL(q(z|x) || p(z)) gives it as ``kl_per_dim`` ``[batch, dim]`` when it is
+    a sum over latent dimensions (Gaussian posterior and prior; free bits per dimension need it), or as
+    ``analytic_kl`` ``[batch]`` when it is not (an RBM cross-entropy minus a posterior entropy).
+    ``num_units`` is the number of predicted units per example ``[batch]`` (tokens incl. <eos>,
+    characters) for perplexities; None where perplexity means nothing (images).
     """
 
-    rec: Tensor
+    log_likelihood: Tensor
     prior: Tensor
     posterior: Tensor
     kl_per_dim: Tensor | None = None
+    analytic_kl: Tensor | None = None
     num_units: Tensor | None = None
 
     @property
     def total(self) -> Tensor:
         """log w = log p(x|z) + log p(z) - log q(z|x)  # [k, batch]"""
-        return self.rec + self.prior - self.posterior
+        return self.log_likelihood + self.prior - self.posterior
 
     @property
     def num_samples(self) -> int:
-        return self.rec.shape[0]
+        return self.log_likelihood.shape[0]
 
     def kl(self) -> Tensor:
         """KL per example ``[batch]``: analytic when available, else the Monte Carlo mean over k."""
+        if self.analytic_kl is not None:
+            return self.analytic_kl
         if self.kl_per_dim is not None:
             return self.kl_per_dim.sum(-1)
         return (self.posterior - self.prior).mean(0)
@@ -82,37 +87,46 @@ def free_bits_kl(log_weights: LogWeights, free_bits: float, per_dim: bool = True
     return kl - batch_kl + torch.clamp(batch_kl, min=free_bits)
 
 
+BOUNDS = ("elbo", "iw")
+
+
 @dataclass
 class ObjectiveOutput:
-    """What one step optimises and logs. ``loss`` is a scalar; the others are ``[batch]``."""
+    """What one step optimises and logs. ``loss`` is a scalar; the others are ``[batch]``:
+    ``elbo``, ``reconstruction_nll`` = -E_q log p(x|z), ``kl`` and the IW ``bound`` at the step's k."""
 
     loss: Tensor
     elbo: Tensor
-    rec: Tensor
+    reconstruction_nll: Tensor
     kl: Tensor
     bound: Tensor
 
 
 def training_objective(log_weights: LogWeights, kl_weight: float = 1.0, free_bits: float = 0.0,
-                       free_bits_per_dim: bool = True) -> ObjectiveOutput:
+                       free_bits_per_dim: bool = True, bound: str = "elbo") -> ObjectiveOutput:
     """The loss a family trains with, and the per-example values it logs.
 
-    k = 1: loss = -(E_q log p(x|z) - beta * KL_fb), with the analytic KL when the family has one
-    (lower variance, same expectation) and free bits applied to it.
-    k > 1: loss = -(logsumexp_k [log p(x|z) + beta (log p(z) - log q(z|x))] - log k), the
-    importance-weighted bound with a tempered regulariser (beta = 1: the IW bound itself); free bits
-    are not defined for it.
-    Logged values (``elbo``, ``rec`` = reconstruction NLL, ``kl``, ``bound``) are never clamped.
+    ``bound="elbo"``: loss = -(mean_k log p(x|z_k) - beta * KL_fb), the ELBO averaged over the k draws
+    (DVAE / DVAE++), with the analytic KL when the family has one (lower variance, same expectation)
+    and free bits applied to it.
+    ``bound="iw"``: loss = -(logsumexp_k [log p(x|z) + beta (log p(z) - log q(z|x))] - log k), the
+    importance-weighted bound with a tempered regulariser (beta = 1: the IW bound itself; DVAE#). At
+    k = 1 it is the ELBO, trained as ``elbo`` (the analytic KL where there is one). Free bits are not
+    defined for it.
+    Logged values (``elbo``, ``reconstruction_nll``, ``kl``, ``bound``) are never clamped.
     """
-    rec = log_weights.rec.mean(0)  # [batch]
+    if bound not in BOUNDS:
+        raise ValueError(f"objective.bound={bound!r}: allowed values are {list(BOUNDS)}")
+    log_likelihood = log_weights.log_likelihood.mean(0)  # [batch]
     kl = log_weights.kl()  # [batch]
     k = log_weights.num_samples
-    if k == 1:
-        loss = -(rec - kl_weight * free_bits_kl(log_weights, free_bits, free_bits_per_dim)).mean()
+    if bound == "elbo" or k == 1:
+        loss = -(log_likelihood - kl_weight * free_bits_kl(log_weights, free_bits, free_bits_per_dim)).mean()
     else:
         if free_bits > 0:
-            raise ValueError(f"objective.free_bits={free_bits} with k={k}: free bits act on a single-sample "
-                             "ELBO; set k=1 or objective.free_bits=0")
-        tempered = log_weights.rec + kl_weight * (log_weights.prior - log_weights.posterior)  # [k, batch]
+            raise ValueError(f"objective.free_bits={free_bits} with objective.bound=iw and k={k}: free bits act "
+                             "on the ELBO; set objective.bound=elbo or objective.free_bits=0")
+        tempered = log_weights.log_likelihood + kl_weight * (log_weights.prior - log_weights.posterior)  # [k, batch]
         loss = -(torch.logsumexp(tempered, dim=0) - math.log(k)).mean()
-    return ObjectiveOutput(loss=loss, elbo=rec - kl, rec=-rec, kl=kl, bound=iw_bound(log_weights))
+    return ObjectiveOutput(loss=loss, elbo=log_likelihood - kl, reconstruction_nll=-log_likelihood, kl=kl,
+                           bound=iw_bound(log_weights))

@@ -1,34 +1,46 @@
-"""Build everything from the composed config and run one mode: train, test, sample, interpolate,
-convert. Only this file and module.py know Hydra and Lightning."""
+"""Build everything from the composed config and run one mode: train, test, sample, or a mode the
+model family offers (``interpolate``, ``convert``, …). Only this file, module.py and callbacks.py
+know Hydra and Lightning; no family is imported here."""
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
 from vae_lab.data.files import default_data_dir, write_atomic
 from vae_lab.errors import ConfigError
 from vae_lab.module import LatentVariableModule
+from vae_lab.objectives import BOUNDS
 
 log = logging.getLogger(__name__)
 
-MODES = ("train", "test", "sample", "interpolate", "convert")
+MODES = ("train", "test", "sample")  # every family's; a family adds its own (``LatentVariableModel.modes``)
 OmegaConf.register_new_resolver("vae_lab_data_dir", default_data_dir, replace=True)
+
+
+def family_modes(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
+    """The extra modes the configured model class offers, and the keys each reads."""
+    try:
+        return dict(get_class(cfg.model._target_).modes)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"model._target_={cfg.model._target_}: not a model class ({error})") from None
 
 
 def validate(cfg: DictConfig) -> None:
     """Top-level values checked before anything is built; groups are checked by Hydra itself."""
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode}: allowed values are {list(MODES)}")
+    offered = {**dict.fromkeys(MODES), **family_modes(cfg)}
+    if cfg.mode not in offered:
+        raise ConfigError(f"mode={cfg.mode}: model {cfg.model._target_.rsplit('.', 1)[-1]} offers "
+                          f"the modes {list(offered)}")
+    if cfg.objective.bound not in BOUNDS:
+        raise ConfigError(f"objective.bound={cfg.objective.bound}: allowed values are {list(BOUNDS)}")
     if not isinstance(cfg.k, int) or cfg.k < 1:
         raise ConfigError(f"k={cfg.k}: the number of importance samples must be an integer >= 1")
     if cfg.objective.free_bits < 0:
@@ -52,14 +64,23 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return datamodule
 
 
+def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule):
+    """The family from ``cfg.model``, given the data's settings and the prior factory of ``cfg.prior``
+    (which carries the sampler, ``_partial_``, when it is one that needs it)."""
+    if cfg.get("sampler") and "sampler" not in cfg.prior:
+        log.warning("sampler=%s is unused: prior=%s draws no samples for its log Z",
+                    cfg.sampler._target_.rsplit(".", 1)[-1], cfg.prior._target_.rsplit(".", 1)[-1])
+    return instantiate(cfg.model, prior=instantiate(cfg.prior), **datamodule.model_kwargs())
+
+
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentVariableModule:
-    model = instantiate(cfg.model, **datamodule.model_kwargs())
     return LatentVariableModule(
-        model=model,
+        model=build_model(cfg, datamodule),
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         kl_schedule=instantiate(cfg.annealing),
         k=cfg.k,
+        bound=cfg.objective.bound,
         free_bits=cfg.objective.free_bits,
         free_bits_per_dim=cfg.objective.free_bits_per_dim,
         val_samples=cfg.eval.val_samples,
@@ -141,42 +162,25 @@ def mode_test(cfg: DictConfig) -> dict[str, float]:
     return module.final_metrics
 
 
-def _text_mode_output(cfg: DictConfig, name: str, lines: list[str]) -> dict[str, Any]:
-    for line in lines:
-        print(line)
-    write_atomic(output_dir(cfg) / name, "\n".join(lines) + "\n")
+def mode_sample(cfg: DictConfig) -> dict[str, float]:
+    num_samples = cfg.eval.num_samples if cfg.get("num_samples") is None else cfg.num_samples
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples={num_samples}: the number of prior samples, an integer >= 1")
+    cfg, module, _, _ = restore(cfg)
+    module.eval()
+    samples = module.model.sample_outputs(num_samples, generator=torch.Generator().manual_seed(cfg.seed))
+    if samples is None:
+        raise ConfigError(f"mode=sample: model {cfg.model._target_} cannot decode prior samples")
+    samples.show()
+    samples.write(output_dir(cfg), "samples")
     return {}
 
 
-def mode_sample(cfg: DictConfig) -> dict[str, float]:
-    cfg, module, _, _ = restore(cfg)
-    if not hasattr(module.model, "sample_prior"):
-        raise ConfigError(f"mode=sample: model={cfg.model._target_} cannot decode prior samples")
-    module.eval()
-    generator = torch.Generator().manual_seed(cfg.seed)
-    samples = module.model.sample_prior(int(cfg.get("num_samples", cfg.eval.num_samples)), generator=generator)
-    return _text_mode_output(cfg, "samples.txt", samples)
-
-
-def mode_interpolate(cfg: DictConfig) -> dict[str, float]:
-    missing = [key for key in ("sentence_a", "sentence_b") if not cfg.get(key)]
-    if missing:
-        raise ConfigError(f"mode=interpolate needs {' and '.join('+' + k + '=…' for k in missing)} "
-                          '(e.g. \'+sentence_a="the company said"\' \'+sentence_b="the market fell"\')')
-    cfg, module, _, _ = restore(cfg)
-    if not hasattr(module.model, "interpolate"):
-        raise ConfigError(f"mode=interpolate: model={cfg.model._target_} has no sentence homotopy")
-    module.eval()
-    path = module.model.interpolate(cfg.sentence_a, cfg.sentence_b, int(cfg.get("steps", 5)))
-    return _text_mode_output(cfg, "interpolation.txt", path)
-
-
-def mode_convert(cfg: DictConfig) -> dict[str, float]:
-    from vae_lab.tense_modes import convert
-
+def mode_of_family(cfg: DictConfig) -> dict[str, float]:
+    """A mode the family offers (validated against ``family_modes``), run on the restored model."""
     cfg, module, datamodule, _ = restore(cfg)
     module.eval()
-    convert(cfg, module.model, datamodule, output_dir(cfg))
+    module.model.run_mode(cfg.mode, cfg, datamodule, output_dir(cfg))
     return {}
 
 
@@ -187,8 +191,7 @@ def run(cfg: DictConfig) -> float | None:
         torch.set_num_threads(cfg.torch_threads)
     pl.seed_everything(cfg.seed, workers=True)
     try:
-        metrics = {"train": mode_train, "test": mode_test, "sample": mode_sample,
-                   "interpolate": mode_interpolate, "convert": mode_convert}[cfg.mode](cfg)
+        metrics = {"train": mode_train, "test": mode_test, "sample": mode_sample}.get(cfg.mode, mode_of_family)(cfg)
         if metrics:
             path = write_metrics(cfg, metrics)
             log.info("metrics written to %s", path)

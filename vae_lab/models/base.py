@@ -1,36 +1,79 @@
-"""The interface every model family implements; the LightningModule only speaks to this.
+"""The one interface every model family implements; shared code (module.py, callbacks.py, train.py)
+speaks only to it, never probing a family with ``hasattr`` / ``isinstance``.
 
-A family is an ``nn.Module`` built from parts (encoder/decoder nets, a posterior, a prior). The
-shared ``LatentVariableModule`` (vae_lab/module.py) trains and evaluates any of them through:
+A family is an ``nn.Module`` built from parts (nets, a posterior, a prior from ``conf/prior/``). It must
+give its named log weights; every other hook has a default that does nothing, so a family overrides
+only what it offers:
 
-- ``log_weights(batch, num_samples) -> LogWeights`` (required): the named parts ``[k, batch]``.
-- ``encode(batch) -> (mean, log_var)`` (optional, Gaussian families): the parameters of q(z|x),
-  each ``[batch, dim]``; used for active units and mutual information.
-- ``set_step(step) -> dict[str, float]`` (optional): told the global step before each training
-  step (e.g. to anneal a teacher-forcing ratio); returns values to log under ``train/``.
-- ``text_pairs(batch) -> (hypotheses, references)`` (optional): greedy decodings (reconstructions or
-  conversions) and their references, as strings, gathered over an epoch for BLEU.
-- ``text_metrics(hypotheses, references) -> dict[str, float]`` (optional): the family's text
-  metrics on the gathered pairs, e.g. ``{"bleu": …}``.
-- ``epoch_metrics(datamodule, stage) -> dict[str, float]`` (optional): metrics that need the whole
-  dataset or prior samples, e.g. the CVAE Gaussian score.
-- ``prepare_evaluation(datamodule)`` (optional): called before each validation and test epoch, in
-  eval mode, e.g. to set a prior fitted to the training data (the CVAE's aggregate-posterior prior).
-- ``sample_prior(num_samples, generator) -> list[str]`` (optional): decodings of prior samples, for
-  ``mode=sample`` and ``samples.txt``.
+| hook | default | used for |
+|---|---|---|
+| ``log_weights(batch, k) -> LogWeights`` | required | training objective, ELBO parts, IW-NLL |
+| ``set_step(step) -> dict`` | ``{}`` | schedules of the family (teacher forcing); values logged under ``train/`` |
+| ``regularizer() -> Tensor`` | 0 | a penalty added to the training loss (weight decay of the DVAE nets) |
+| ``encode(batch) -> GaussianParams \\| BernoulliParams \\| None`` | None | active units, mutual information |
+| ``text_pairs(batch) -> (hyps, refs) \\| None`` | None | greedy decodings gathered over an epoch |
+| ``text_metrics(hyps, refs) -> dict`` | ``{}`` | BLEU, exact match |
+| ``epoch_metrics(datamodule, stage) -> dict`` | the prior's | whole-split metrics (Gaussian score, log Z) |
+| ``prepare_evaluation(datamodule)`` | the prior's | before each val/test epoch (aggregate prior fit, AIS log Z) |
+| ``training_posteriors(datamodule, count, generator)`` | error | posteriors of training items, for ``prior=aggregate`` |
+| ``sample_outputs(n, generator) -> TextOutput \\| ImageOutput \\| None`` | None | ``samples.txt`` / ``samples.png``, ``mode=sample`` |
+| ``reconstruction_outputs(batch) -> … \\| None`` | None | ``reconstructions.png`` for image families |
+| ``modes`` (class attribute) and ``run_mode(mode, cfg, datamodule, folder)`` | none | extra modes: ``interpolate``, ``convert`` |
+
+``modes`` maps each extra mode to the config keys it reads (declared, null by default, in
+conf/train.yaml); ``train``, ``test`` and ``sample`` belong to every family.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from vae_lab.errors import ConfigError
 from vae_lab.objectives import LogWeights
 
 
 class LatentVariableModel(nn.Module):
-    """Base class: a latent-variable model that yields named log weights."""
+    """Base class: a latent-variable model that yields named log weights, with no-op optional hooks."""
+
+    modes: ClassVar[dict[str, tuple[str, ...]]] = {}
+    prior: nn.Module
 
     def log_weights(self, batch: Any, num_samples: int = 1) -> LogWeights:  # pragma: no cover
         raise NotImplementedError
+
+    def set_step(self, step: int) -> dict[str, float]:
+        return {}
+
+    def regularizer(self) -> Tensor | float:
+        return 0.0
+
+    def encode(self, batch: Any):
+        return None
+
+    def text_pairs(self, batch: Any) -> tuple[list[str], list[str]] | None:
+        return None
+
+    def text_metrics(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        return {}
+
+    def epoch_metrics(self, datamodule, stage: str) -> dict[str, float]:
+        return self.prior.evaluation_metrics()
+
+    @torch.no_grad()
+    def prepare_evaluation(self, datamodule) -> None:
+        self.prior.prepare_evaluation(self, datamodule)
+
+    def training_posteriors(self, datamodule, count: int, generator: torch.Generator):
+        raise ConfigError(f"prior={type(self.prior).__name__}: model {type(self).__name__} cannot encode "
+                          "training items for it; use another prior")
+
+    def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None):
+        return None
+
+    def reconstruction_outputs(self, batch: Any):
+        return None
+
+    def run_mode(self, mode: str, cfg, datamodule, output_dir) -> None:  # pragma: no cover
+        raise ConfigError(f"mode={mode}: {type(self).__name__} offers no such mode")

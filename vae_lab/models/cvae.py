@@ -21,7 +21,7 @@ final states feed the posterior), ``feed_latent`` ([z, e(c')] appended to every 
 only the initial state), ``dropout`` and ``char_dropout`` (decoder input characters hidden in
 training), and the prior (``prior``, vae_lab/priors/mixture.py): ``normal`` N(0, I) as the lab,
 ``mixture`` learned Gaussians, or ``aggregate``, trained against N(0, I) and then evaluated and
-sampled with the aggregate posterior of ``prior_components`` training forms.
+sampled with the aggregate posterior of ``prior.components`` training forms (``conf/prior/``).
 
 The Gaussian score (prior draws whose four decodings are the four forms of a real verb) is where
 the prior matters. A latent precise enough to spell unseen stems decodes draws from N(0, I) to new,
@@ -37,6 +37,8 @@ experiments/cvae_prior_frontier.py).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -48,20 +50,23 @@ from vae_lab.errors import ConfigError
 from vae_lab.metrics.tense import exact_match, gaussian_score, mean_char_bleu
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import LogWeights
+from vae_lab.outputs import TextOutput
 from vae_lab.posteriors import GaussianPosterior
-from vae_lab.priors.mixture import AggregatePosteriorPrior, StandardNormalPrior, build_prior
+from vae_lab.posteriors.gaussian import GaussianParams
+from vae_lab.priors.mixture import Prior, StandardNormalPrior
 
 
 class TenseCVAE(LatentVariableModel):
-    """Character LSTM encoder/decoder conditioned on the tense, Gaussian posterior, N(0, I) or learned
-    mixture prior (``prior``)."""
+    """Character LSTM encoder/decoder conditioned on the tense, Gaussian posterior, a prior from
+    ``conf/prior/`` (``prior``: a factory called with ``latent_dim``; N(0, I) by default)."""
+
+    modes = {"convert": ("word", "source", "target", "words_file")}
 
     def __init__(self, vocab_size: int = 29, num_tenses: int = len(TENSES), embedding_dim: int = 64,
                  hidden_dim: int = 256, latent_dim: int = 32, condition_dim: int = 8,
                  teacher_forcing: Schedule | float | None = None, teacher_forcing_unit: str = "batch",
                  bidirectional: bool = False, feed_latent: bool = False, dropout: float = 0.0,
-                 char_dropout: float = 0.0, max_length: int = 24, prior: str = "normal", prior_components: int = 512,
-                 prior_normal_weight: float = 0.0,
+                 char_dropout: float = 0.0, max_length: int = 24, prior: Callable[..., Prior] | None = None,
                  gaussian_samples: int = 100, gaussian_seed: int = 0, bleu_smoothing: str = "floor"):
         super().__init__()
         if teacher_forcing_unit not in ("batch", "word"):
@@ -93,10 +98,8 @@ class TenseCVAE(LatentVariableModel):
         context_dim = latent_dim + condition_dim if feed_latent else 0
         self.decoder = nn.LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
         self.to_logits = nn.Linear(hidden_dim, vocab_size)
-        self.prior = build_prior(prior, latent_dim, prior_components, prior_normal_weight)
-        # N(0, I) for gaussian_score_normal (the prior itself when it is N(0, I))
-        self.standard_normal = (self.prior if isinstance(self.prior, StandardNormalPrior)
-                                else StandardNormalPrior(latent_dim))
+        self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
+        self.standard_normal = StandardNormalPrior(latent_dim)  # for gaussian_score_normal
 
     # ------------------------------------------------------------------ nets
 
@@ -115,9 +118,9 @@ class TenseCVAE(LatentVariableModel):
         _, (h, c) = self.encoder(packed, state)  # each [directions, batch, hidden]
         return self.posterior(torch.cat([*h, *c], dim=-1))
 
-    def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """Posterior mean and log-variance ``[batch, latent]`` of the (source) forms under their tenses."""
-        return self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"])
+    def encode(self, batch: dict) -> GaussianParams:
+        """Posterior means and log-variances ``[batch, latent]`` of the (source) forms under their tenses."""
+        return GaussianParams(*self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"]))
 
     def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
@@ -216,22 +219,18 @@ class TenseCVAE(LatentVariableModel):
         logits = self.decoder_logits(z.flatten(0, 1), target_tense.repeat(num_samples), targets,
                                      self._teach(num_samples * size, tokens.device))
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=CharTokenizer.PAD, reduction="none")
-        rec = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
-        return LogWeights(rec=rec, prior=self.prior.log_prob(z),
+        log_likelihood = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
+        return LogWeights(log_likelihood=log_likelihood, prior=self.prior.log_prob(z),
                           posterior=GaussianPosterior.log_prob(z, mean, log_var),
                           kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
                           num_units=lengths)
 
     @torch.no_grad()
-    def prepare_evaluation(self, datamodule) -> None:
-        """With ``prior=aggregate``: set the prior to the aggregate posterior of ``prior_components``
-        training forms (a fixed random subset; drawn with replacement when there are fewer)."""
-        if not isinstance(self.prior, AggregatePosteriorPrior) or not getattr(datamodule, "train_verbs", None):
-            return
+    def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Posterior means and log-variances ``[count, latent]`` of ``count`` training forms (a random
+        subset; drawn with replacement when there are fewer), encoded without dropout."""
         training, forms = self.training, FormDataset(datamodule.train_verbs)
         self.eval()  # no dropout in the posteriors
-        generator = torch.Generator().manual_seed(0)
-        count = self.prior.components
         index = (torch.randperm(len(forms), generator=generator)[:count] if len(forms) >= count
                  else torch.randint(len(forms), (count,), generator=generator))
         collate, device = Collate(self.tokenizer), self.to_logits.weight.device
@@ -241,8 +240,8 @@ class TenseCVAE(LatentVariableModel):
             mean, log_var = self.posterior_params(batch["tokens"].to(device), batch["lengths"], batch["tense"].to(device))
             means.append(mean)
             log_vars.append(log_var)
-        self.prior.fit(torch.cat(means), torch.cat(log_vars))
         self.train(training)
+        return torch.cat(means), torch.cat(log_vars)
 
     @torch.no_grad()
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
@@ -278,14 +277,19 @@ class TenseCVAE(LatentVariableModel):
             return gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), datamodule.lexicon)
 
         model_score = score(self.prior)
-        normal_score = model_score if self.standard_normal is self.prior else score(self.standard_normal)
+        normal_score = model_score if self.prior.is_standard_normal else score(self.standard_normal)
         return {"gaussian_score": model_score, "gaussian_score_normal": normal_score}
 
-    def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> list[str]:
+    def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None) -> TextOutput:
         """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns ('-': empty)."""
         decodings = [[word or "-" for word in row] for row in self.decode_prior(num_samples, generator)]
         width = max([len(w) for row in decodings for w in row] + [len(t) for t in TENSES]) + 2
-        return ["".join(word.ljust(width) for word in row).rstrip() for row in decodings]
+        return TextOutput(["".join(word.ljust(width) for word in row).rstrip() for row in decodings])
+
+    def run_mode(self, mode: str, cfg, datamodule, output_dir) -> None:
+        from vae_lab.models.cvae_modes import convert
+
+        convert(cfg, self, datamodule, output_dir)
 
     @torch.no_grad()
     def convert(self, words: list[str], sources, targets) -> list[str]:

@@ -5,7 +5,7 @@ comes from z; word dropout replaces decoder inputs by <unk> at training time onl
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import sacrebleu
 import torch
@@ -17,7 +17,10 @@ from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder
 from vae_lab.objectives import LogWeights
-from vae_lab.posteriors import GaussianPosterior, standard_normal_log_prob
+from vae_lab.outputs import TextOutput
+from vae_lab.posteriors import GaussianPosterior
+from vae_lab.posteriors.gaussian import GaussianParams
+from vae_lab.priors.mixture import Prior, StandardNormalPrior
 
 
 class SentenceVAE(LatentVariableModel):
@@ -25,14 +28,17 @@ class SentenceVAE(LatentVariableModel):
 
     ``word_dropout`` is the rate at which decoder inputs are replaced by <unk> (Bowman's keep rate
     0.75 is ``word_dropout=0.25``); ``feed_latent`` also concatenates z to every decoder input;
-    ``tie_embeddings`` shares the input embedding with the output softmax.
+    ``tie_embeddings`` shares the input embedding with the output softmax. ``prior`` is a factory
+    from ``conf/prior/`` called with ``latent_dim`` (N(0, I) by default).
     """
+
+    modes = {"interpolate": ("sentence_a", "sentence_b", "steps")}
 
     def __init__(self, vocab: Vocabulary, rnn_type: str = "gru", embedding_dim: int = 300,
                  hidden_dim: int = 256, latent_dim: int = 16, num_layers: int = 1,
                  bidirectional: bool = False, word_dropout: float = 0.0, embedding_dropout: float = 0.0,
                  rnn_dropout: float = 0.0, feed_latent: bool = False, tie_embeddings: bool = False,
-                 max_decode_length: int = 60):
+                 max_decode_length: int = 60, prior: Callable[..., Prior] | None = None):
         super().__init__()
         if not 0.0 <= word_dropout <= 1.0:
             raise ConfigError(f"model.word_dropout={word_dropout}: must lie in [0, 1] (1 - keep rate)")
@@ -48,6 +54,7 @@ class SentenceVAE(LatentVariableModel):
         self.output = nn.Sequential(*projection, nn.Linear(embedding_dim if tie_embeddings else hidden_dim, len(vocab)))
         if tie_embeddings:
             self.output[-1].weight = self.embedding.weight
+        self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
 
     # -- vocabulary travels in the state dict, so a checkpoint cannot be read with another one
     def get_extra_state(self) -> dict:
@@ -59,7 +66,11 @@ class SentenceVAE(LatentVariableModel):
                               "the dataset settings it was trained with (dataset=…, dataset.max_vocab=…)")
 
     # -- parts
-    def encode(self, batch: dict) -> tuple[Tensor, Tensor]:
+    def encode(self, batch: dict) -> GaussianParams:
+        """Posterior means and log-variances ``[batch, dim]``."""
+        return GaussianParams(*self.posterior_params(batch))
+
+    def posterior_params(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance ``[batch, dim]``."""
         embedded = self.embedding_dropout(self.embedding(batch["tokens"]))
         return self.posterior(self.encoder(embedded, batch.get("lengths_cpu", batch["lengths"])))
@@ -98,14 +109,14 @@ class SentenceVAE(LatentVariableModel):
 
     def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
         tokens, lengths = batch["tokens"], batch["lengths"]
-        mean, log_var = self.encode(batch)  # [batch, dim]
+        mean, log_var = self.posterior_params(batch)  # [batch, dim]
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, dim]
-        rec = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
+        log_likelihood = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
         return LogWeights(
-            rec=rec.view(num_samples, -1),
-            prior=standard_normal_log_prob(z),
+            log_likelihood=log_likelihood.view(num_samples, -1),
+            prior=self.prior.log_prob(z),
             posterior=GaussianPosterior.log_prob(z, mean, log_var),
-            kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var),
+            kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
             num_units=(lengths + 1).to(mean.dtype),
         )
 
@@ -135,7 +146,7 @@ class SentenceVAE(LatentVariableModel):
 
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
         """Greedy reconstructions from the posterior mean, and the input sentences."""
-        mean, _ = self.encode(batch)
+        mean, _ = self.posterior_params(batch)
         hypotheses = [" ".join(words) for words in self.decode(mean)]
         references = [" ".join(self.vocab.decode(row[:n])) for row, n in
                       zip(batch["tokens"].tolist(), batch["lengths"].tolist())]
@@ -147,11 +158,42 @@ class SentenceVAE(LatentVariableModel):
         bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none")
         return {"bleu": bleu.score / 100.0}
 
-    def sample_prior(self, num_samples: int, generator: torch.Generator | None = None,
-                     greedy: bool = True) -> list[str]:
+    @torch.no_grad()
+    def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Posterior means and log-variances ``[count, dim]`` of ``count`` training sentences (a random
+        subset; drawn with replacement when there are fewer), for ``prior=aggregate``."""
+        from vae_lab.data.text import collate_sentences
+
+        dataset, device = datamodule.datasets["train"], self.embedding.weight.device
+        index = (torch.randperm(len(dataset), generator=generator)[:count] if len(dataset) >= count
+                 else torch.randint(len(dataset), (count,), generator=generator))
+        means, log_vars = [], []
+        for chunk in index.split(256):
+            batch = collate_sentences([dataset[i] for i in chunk.tolist()], self.vocab.pad)
+            mean, log_var = self.posterior_params({"tokens": batch["tokens"].to(device), "lengths": batch["lengths"]})
+            means.append(mean)
+            log_vars.append(log_var)
+        return torch.cat(means), torch.cat(log_vars)
+
+    def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None,
+                       greedy: bool = True) -> TextOutput:
+        """Decodings of ``num_samples`` prior draws, one sentence a line."""
         device = next(self.parameters()).device
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
-        return [" ".join(words) for words in self.decode(z, greedy=greedy, generator=generator)]
+        z = self.prior.sample(num_samples, generator).to(device)
+        return TextOutput([" ".join(words) for words in self.decode(z, greedy=greedy, generator=generator)])
+
+    def run_mode(self, mode: str, cfg, datamodule, output_dir) -> None:
+        """``interpolate``: the homotopy between ``sentence_a`` and ``sentence_b`` -> interpolation.txt."""
+        missing = [key for key in ("sentence_a", "sentence_b") if not cfg.get(key)]
+        if missing:
+            raise ConfigError(f"mode=interpolate needs {' and '.join(k + '=…' for k in missing)} "
+                              '(e.g. \'sentence_a="the company said"\' \'sentence_b="the market fell"\')')
+        steps = 5 if cfg.get("steps") is None else cfg.steps
+        if not isinstance(steps, int) or steps < 0:
+            raise ConfigError(f"steps={steps}: the number of points between the two sentences, an integer >= 0")
+        path = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps))
+        path.show()
+        path.write(output_dir, "interpolation")
 
     def interpolate(self, sentence_a: str, sentence_b: str, steps: int = 5) -> list[str]:
         """Homotopy: decode greedily along the line between the posterior means of two sentences,
@@ -160,7 +202,7 @@ class SentenceVAE(LatentVariableModel):
         ids = [torch.tensor(self.vocab.encode(s.split()) or [self.vocab.unk]) for s in (sentence_a, sentence_b)]
         lengths = torch.tensor([len(x) for x in ids], device=device)
         tokens = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad).to(device)
-        mean, _ = self.encode({"tokens": tokens, "lengths": lengths})
+        mean, _ = self.posterior_params({"tokens": tokens, "lengths": lengths})
         weights = torch.linspace(0, 1, steps + 2, device=device).unsqueeze(1)  # [steps + 2, 1]
         path = (1 - weights) * mean[0] + weights * mean[1]  # [steps + 2, dim]
         return [" ".join(words) for words in self.decode(path)]

@@ -54,7 +54,7 @@ class AnnealingResult:
 
     @property
     def effective_sample_size(self) -> float:
-        return float(torch.exp(-torch.logsumexp(2.0 * self.log_weights, dim=0)))
+        return float(effective_sample_size(self.log_weights))
 
 
 def systematic_resample(log_weights: Tensor, generator: torch.Generator | None) -> Tensor:

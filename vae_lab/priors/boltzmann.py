@@ -255,9 +255,3 @@ class GibbsSweeper:
         for _ in range(num_sweeps):
             current = self.sweep_left(self.sweep_right(current))
         return self.z_left, self.z_right
-
-
-def log_partition_factorial(bias_left: Tensor, bias_right: Tensor) -> Tensor:
-    """log Z of the factorial model exp(a^T z_left + b^T z_right): sum softplus(a) + sum softplus(b), float64."""
-    return F.softplus(bias_left.double()).sum() + F.softplus(bias_right.double()).sum()
-

@@ -27,10 +27,30 @@ from vae_lab.errors import ConfigError
 from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
 
 
-class StandardNormalPrior(nn.Module):
+class Prior(nn.Module):
+    """What a family asks of its prior p(z) (``conf/prior/``, built by the family with its latent size).
+
+    ``log_prob(z)`` ``[..., dim] -> [...]``; ``sample(n, generator)``; ``analytic_kl``: the KL to a
+    diagonal Gaussian posterior is N(0, I)'s closed form; ``is_standard_normal``: p(z) is N(0, I) now.
+    ``prepare_evaluation(model, datamodule)`` runs before each val/test epoch and
+    ``evaluation_metrics()`` adds the prior's own figures to them; both do nothing by default.
+    """
+
+    analytic_kl = False
+    is_standard_normal = False
+
+    def prepare_evaluation(self, model: nn.Module, datamodule) -> None:
+        pass
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        return {}
+
+
+class StandardNormalPrior(Prior):
     """p(z) = N(0, I); its KL to a diagonal Gaussian posterior is analytic (``analytic_kl``)."""
 
     analytic_kl = True
+    is_standard_normal = True
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -45,7 +65,7 @@ class StandardNormalPrior(nn.Module):
         return torch.randn(num_samples, self.latent_dim, generator=generator)
 
 
-class MixturePrior(nn.Module):
+class MixturePrior(Prior):
     """p(z) = sum_k pi_k N(z; m_k, diag s_k^2), K components with learned pi, m, s.
 
     Initialised at pi uniform, m_k ~ N(0, I), s_k = 1, so it starts close to a widened N(0, I).
@@ -57,7 +77,7 @@ class MixturePrior(nn.Module):
     def __init__(self, latent_dim: int, components: int = 512, min_scale: float = 1e-2, seed: int = 0):
         super().__init__()
         if components < 1:
-            raise ConfigError(f"model.prior_components={components}: must be >= 1")
+            raise ConfigError(f"prior.components={components}: must be >= 1")
         self.latent_dim, self.min_scale = latent_dim, min_scale
         generator = torch.Generator().manual_seed(seed)
         self.means = nn.Parameter(torch.randn(components, latent_dim, generator=generator))
@@ -82,7 +102,7 @@ class MixturePrior(nn.Module):
             return self.means.detach().cpu()[index] + self.scales.detach().cpu()[index] * noise
 
 
-class AggregatePosteriorPrior(nn.Module):
+class AggregatePosteriorPrior(Prior):
     """p(z) = a N(0, I) + (1 - a) (1/K) sum_k q(z | x_k) over K training items, set by ``fit``
     (N(0, I) until then); a = ``normal_weight``.
 
@@ -92,16 +112,17 @@ class AggregatePosteriorPrior(nn.Module):
     so the NLL is never more than -log a nats above the model's with N(0, I), while a share 1 - a
     of the draws still comes from q(z). The two stages follow the module's mode: in training mode,
     and in any mode before the first ``fit``, the prior is N(0, I) (``analytic_kl`` True); in eval
-    mode once fitted, it is the mixture. The owning model calls ``fit`` with the posteriors of its
-    training items before each evaluation (``prepare_evaluation``).
+    mode once fitted, it is the mixture. Before each evaluation (``prepare_evaluation``) it fits
+    itself to the posteriors of ``components`` training items that the model encodes
+    (``model.training_posteriors``; a fixed random subset, drawn with replacement when there are fewer).
     """
 
     def __init__(self, latent_dim: int, components: int = 4096, normal_weight: float = 0.0):
         super().__init__()
         if components < 1:
-            raise ConfigError(f"model.prior_components={components}: must be >= 1")
+            raise ConfigError(f"prior.components={components}: must be >= 1")
         if not 0.0 <= normal_weight < 1.0:
-            raise ConfigError(f"model.prior_normal_weight={normal_weight}: must lie in [0, 1)")
+            raise ConfigError(f"prior.normal_weight={normal_weight}: must lie in [0, 1)")
         self.latent_dim, self.normal_weight = latent_dim, normal_weight
         self.register_buffer("means", torch.zeros(components, latent_dim))
         self.register_buffer("log_vars", torch.zeros(components, latent_dim))
@@ -115,6 +136,16 @@ class AggregatePosteriorPrior(nn.Module):
     def analytic_kl(self) -> bool:
         """True while the prior is N(0, I): in training mode, or not yet fitted."""
         return self.training or not bool(self.fitted)
+
+    @property
+    def is_standard_normal(self) -> bool:
+        return self.analytic_kl
+
+    @torch.no_grad()
+    def prepare_evaluation(self, model: nn.Module, datamodule) -> None:
+        """Fit to the posteriors of ``components`` training items (the same ones every time)."""
+        means, log_vars = model.training_posteriors(datamodule, self.components, torch.Generator().manual_seed(0))
+        self.fit(means, log_vars)
 
     @torch.no_grad()
     def fit(self, means: Tensor, log_vars: Tensor) -> None:
@@ -149,18 +180,3 @@ class AggregatePosteriorPrior(nn.Module):
         means, log_vars = self.means.detach().cpu(), self.log_vars.detach().cpu()
         draws = means[index] + (0.5 * log_vars[index]).exp() * noise
         return torch.where(normal[:, None], noise, draws)
-
-
-PRIORS = ("normal", "mixture", "aggregate")
-
-
-def build_prior(kind: str, latent_dim: int, components: int = 512, normal_weight: float = 0.0) -> nn.Module:
-    """``normal`` | ``mixture`` (learned, ``components``) | ``aggregate`` (``components`` training
-    items, and N(0, I) with weight ``normal_weight``)."""
-    if kind == "normal":
-        return StandardNormalPrior(latent_dim)
-    if kind == "mixture":
-        return MixturePrior(latent_dim, components)
-    if kind == "aggregate":
-        return AggregatePosteriorPrior(latent_dim, components, normal_weight)
-    raise ConfigError(f"model.prior: unknown {kind!r}; allowed: {', '.join(PRIORS)}")

@@ -72,3 +72,28 @@ class GaussianPosterior(nn.Module):
     def kl_per_dim(mean: Tensor, log_var: Tensor) -> Tensor:
         """KL(q || N(0, I)) per dimension ``[batch, dim]``."""
         return 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var)
+
+
+class GaussianParams:
+    """The parameters of diagonal Gaussian posteriors of n examples, ``mean`` and ``log_var`` ``[n, dim]``:
+    what a Gaussian family's ``encode`` returns for the latent-usage metrics."""
+
+    def __init__(self, mean: Tensor, log_var: Tensor):
+        self.mean, self.log_var = mean, log_var
+
+    def pack(self) -> Tensor:
+        """One ``[n, 2 dim]`` tensor, gathered over an evaluation epoch."""
+        return torch.cat([self.mean, self.log_var], dim=-1)
+
+    @classmethod
+    def unpack(cls, packed: Tensor) -> "GaussianParams":
+        return cls(*packed.chunk(2, dim=-1))
+
+    def means(self) -> Tensor:
+        """E_q[z | x] ``[n, dim]``."""
+        return self.mean
+
+    def mutual_information(self, generator: torch.Generator | None = None) -> float:
+        from vae_lab.metrics.likelihood import gaussian_mutual_information
+
+        return gaussian_mutual_information(self.mean.cpu(), self.log_var.cpu(), generator=generator)
