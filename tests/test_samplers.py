@@ -249,13 +249,19 @@ def test_ais_sample_returns_resampled_chains():
     assert samples.shape == (300, 8) and sampler.log_z is not None
 
 
-@pytest.mark.parametrize("name,cls", [("pcd", PCD), ("population_annealing", PopulationAnnealing), ("ais", AIS)])
-def test_hydra_configs_instantiate_with_the_rbm(name, cls):
+@pytest.mark.parametrize("name,cls", [("pcd", PCD), ("population_annealing", PopulationAnnealing)])
+def test_sampler_configs_are_partials_completed_with_the_rbm(name, cls):
     rbm = random_rbm(4, 4)
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    sampler = instantiate(cfg, rbm=rbm)
+    sampler = instantiate(cfg)(rbm=rbm)
     assert isinstance(sampler, cls) and sampler.rbm is rbm
     assert sampler.num_chains == cfg.num_chains
+
+
+def test_the_evaluation_estimator_of_log_z_is_ais_with_the_published_settings():
+    cfg = OmegaConf.load(CONF.parent / "train.yaml").eval.log_z
+    ais = instantiate(cfg)(rbm=random_rbm(4, 4))
+    assert isinstance(ais, AIS) and (ais.num_chains, ais.num_temperatures) == (1024, 1000)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,3 +81,21 @@ class Cyclical(Schedule):
         if self.shape == "sigmoid":
             progress = 1.0 / (1.0 + math.exp(-self.steepness * (progress - 0.5)))
         return self.start + (self.end - self.start) * progress
+
+
+class Piecewise(Schedule):
+    """Piecewise constant: ``values[i]`` from ``boundaries[i - 1] * total_steps`` on (fractions of
+    the run). DVAE#'s learning-rate factors: [1/10, 1, 1/3, 1/10, 1/33] at 2%, 60%, 75%, 95%."""
+
+    def __init__(self, total_steps: int, boundaries: list[float], values: list[float]):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"lr_scheduler: {len(values)} values for {len(boundaries)} boundaries; "
+                             "give one value more than boundaries")
+        if total_steps is None or total_steps <= 0:
+            raise ValueError(f"lr_scheduler.total_steps={total_steps}: set trainer.max_steps to a positive number")
+        self.steps = [int(b * total_steps) for b in boundaries]
+        self.values = [float(v) for v in values]
+
+    def __call__(self, step: int) -> float:
+        index = sum(step >= boundary for boundary in self.steps)
+        return self.values[index]

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
 from vae_lab.data.files import default_data_dir, write_atomic
 from vae_lab.errors import ConfigError
+from vae_lab.models.published import published_beta
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
 
@@ -23,6 +24,17 @@ log = logging.getLogger(__name__)
 
 MODES = ("train", "test", "sample")  # every family's; a family adds its own (``LatentVariableModel.modes``)
 OmegaConf.register_new_resolver("vae_lab_data_dir", default_data_dir, replace=True)
+
+
+def fraction_of_steps(total: int, fraction: float) -> int:
+    """``${vae_lab_fraction:${trainer.max_steps},0.3}``: a schedule length as a share of the run."""
+    if total is None or total <= 0:
+        raise ConfigError(f"trainer.max_steps={total}: this schedule is a fraction of the run; set trainer.max_steps")
+    return max(1, int(total * fraction))
+
+
+OmegaConf.register_new_resolver("vae_lab_fraction", fraction_of_steps, replace=True)
+OmegaConf.register_new_resolver("vae_lab_beta", published_beta, replace=True)
 
 
 def family_modes(cfg: DictConfig) -> dict[str, tuple[str, ...]]:

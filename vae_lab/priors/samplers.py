@@ -77,10 +77,19 @@ class RBMSampler:
     def reset(self) -> None:
         self.log_z = None
 
-    def log_z_term(self) -> Tensor:
-        """Draw samples and return the surrogate whose gradient is ∇ log Z and value self.log_z (or 0)."""
+    def log_z_term(self, fallback_value: Tensor | float | None = None) -> Tensor:
+        """Draw samples and return the surrogate whose gradient is ∇ log Z and value self.log_z, or
+        ``fallback_value`` (e.g. the last evaluation's estimate) when the sampler has none, or 0."""
         samples = self.sample()
-        return log_z_surrogate(self.rbm, samples, self.log_z, rao_blackwell=self.rao_blackwell)
+        value = self.log_z if self.log_z is not None else fallback_value
+        return log_z_surrogate(self.rbm, samples, value, rao_blackwell=self.rao_blackwell)
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue the same draws: the generator's state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
 
 class PCD(RBMSampler):
@@ -122,12 +131,12 @@ class PCD(RBMSampler):
         return torch.cat([z_left, z_right], dim=-1)
 
     def state_dict(self) -> dict:
-        return {"z_left": None if self.z_left is None else self.z_left.clone(),
-                "generator": self.generator.get_state()}
+        """The persistent chains and the generator's state."""
+        return {**super().state_dict(), "z_left": None if self.z_left is None else self.z_left.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.z_left = state["z_left"]
-        self.generator.set_state(state["generator"])
 
 
 class PopulationAnnealing(RBMSampler):

@@ -1,0 +1,80 @@
+"""The RBM prior of the discrete VAEs as a part: the Boltzmann machine, its training sampler (∇ log Z)
+and its evaluation estimator of log Z (AIS), behind the ``Prior`` interface."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from vae_lab.priors.boltzmann import RBM
+from vae_lab.priors.mixture import Prior
+from vae_lab.priors.samplers import AIS, RBMSampler
+
+
+class RBMPrior(Prior):
+    """p(z) = exp(-E(z)) / Z over binary z = (z_left, z_right), the RBM starting at zero.
+
+    In training, ``log_z_train()`` draws from ``sampler`` (PCD or population annealing) and returns the
+    scalar whose gradient is ∇ log Z; its value is the sampler's estimate (population annealing), else
+    the last evaluation's AIS estimate, else 0 (PCD before the first validation). Before each
+    evaluation ``prepare_evaluation`` estimates log Z with ``log_z_estimator`` (AIS) and keeps it, with
+    its standard error, in buffers that checkpoints carry; ``log_prob`` of binary z uses it.
+    ``regularizer()``: weight decay ``weight_decay`` · ½‖W‖² as the DVAE# reference.
+    The sampler's state (PCD chains, generator) travels in the state dict, so a resumed run goes on.
+    """
+
+    def __init__(self, n_left: int, n_right: int, sampler: Callable[..., RBMSampler] | None = None,
+                 log_z_estimator: Callable[..., AIS] | None = None, weight_decay: float = 1e-4):
+        super().__init__()
+        from vae_lab.errors import ConfigError
+
+        if sampler is None:
+            raise ConfigError("prior=rbm needs a training sampler for its log Z gradient: "
+                              "pass sampler=pcd or sampler=population_annealing")
+        self.rbm = RBM(n_left, n_right, weight_init_std=0.0)
+        self.sampler = sampler(rbm=self.rbm)
+        self.log_z_estimator = (log_z_estimator or AIS)(rbm=self.rbm)
+        self.weight_decay = weight_decay
+        self.register_buffer("log_z", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("log_z_std_err", torch.full((), float("nan"), dtype=torch.float64))
+        self.register_buffer("log_z_estimated", torch.tensor(False))
+
+    @property
+    def num_units(self) -> int:
+        return self.rbm.n_units
+
+    def log_z_train(self) -> Tensor:
+        """Scalar surrogate: gradient ∇ log Z from the sampler's draws (one draw per training step)."""
+        fallback = self.log_z if bool(self.log_z_estimated) else None
+        return self.sampler.log_z_term(fallback)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) = -E(z) - log Z with the last estimated log Z, for binary z ``[..., n]`` -> ``[...]``."""
+        return -self.rbm.energy(z) - self.log_z.to(z.dtype)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[num_samples, n]`` binary draws: the training sampler's current population (its chains)."""
+        draws = self.sampler.sample()
+        repeats = -(-num_samples // draws.shape[0])
+        return draws.repeat(repeats, 1)[:num_samples]
+
+    @torch.no_grad()
+    def prepare_evaluation(self, model, datamodule) -> None:
+        result = self.log_z_estimator.estimate_log_z()
+        self.log_z.copy_(result.log_z)
+        self.log_z_std_err.fill_(float("nan") if result.log_z_std_err is None else float(result.log_z_std_err))
+        self.log_z_estimated.fill_(True)
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        return {"log_z": float(self.log_z), "log_z_std_err": float(self.log_z_std_err)}
+
+    def regularizer(self) -> Tensor:
+        return self.weight_decay * 0.5 * self.rbm.weight.pow(2).sum()
+
+    def get_extra_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
