@@ -77,12 +77,17 @@ class ImageVAE(LatentVariableModel):
         self.minimum_lambda = beta  # the Gaussian integral's λ floor is the sharpness β (DVAE#)
 
     # ------------------------------------------------------------------ parts of one pass
-    def _encode_groups(self, pixels: Tensor, relaxed: bool) -> tuple[list[Tensor], list[Tensor]]:
-        """Per group: the encoder's output ``[n, params, group]`` and the draw ``[n, group]`` (relaxed ζ
-        in training, binary z in evaluation; Gaussian z for the baseline)."""
-        inputs, outputs, draws = pixels - self.pixel_mean, [], []
-        for i, encoder in enumerate(self.encoders):
-            out = encoder(torch.cat([inputs, *draws], dim=-1)).view(pixels.shape[0], -1, self.group_size)
+    def _encode_groups(self, pixels: Tensor, relaxed: bool, repeats: int = 1) -> tuple[list[Tensor], list[Tensor]]:
+        """Per group: the encoder's output ``[k n, params, group]`` and the draw ``[k n, group]`` (relaxed ζ
+        in training, binary z in evaluation; Gaussian z for the baseline), for k = ``repeats`` draws
+        per image (k-major). The first group depends on x alone, so its net runs once per image (batch
+        norm sees the same statistics as on the k-fold repeated batch)."""
+        inputs = pixels - self.pixel_mean
+        first = self.encoders[0](inputs).view(pixels.shape[0], -1, self.group_size).repeat(repeats, 1, 1)
+        inputs = inputs.repeat(repeats, 1)
+        outputs, draws = [first], [self._draw(first, 0, relaxed)]
+        for i, encoder in enumerate(self.encoders[1:], start=1):
+            out = encoder(torch.cat([inputs, *draws], dim=-1)).view(inputs.shape[0], -1, self.group_size)
             outputs.append(out)
             draws.append(self._draw(out, i, relaxed))
         return outputs, draws
@@ -152,13 +157,12 @@ class ImageVAE(LatentVariableModel):
 
     # ------------------------------------------------------------------ the family interface
     def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
-        """log p(x|ζ) + log p(ζ) - log q(ζ|x) ``[k, batch]`` for k draws per image (the images are
-        repeated k times before the encoder, as the reference does). Training: relaxed ζ and the
+        """log p(x|ζ) + log p(ζ) - log q(ζ|x) ``[k, batch]`` for k draws per image. Training: relaxed ζ and the
         model's ``kl_term``; evaluation: binary z, the discrete RBM with its AIS log Z."""
         pixels = batch["pixels"]
         size = pixels.shape[0]
         repeated = pixels.repeat(num_samples, 1)  # [k batch, pixels], k-major
-        outputs, draws = self._encode_groups(repeated, relaxed=self.training)
+        outputs, draws = self._encode_groups(pixels, relaxed=self.training, repeats=num_samples)
         latents = torch.cat(draws, dim=-1)  # [k batch, units]
         log_likelihood = -F.binary_cross_entropy_with_logits(self.decoder_logits(latents), repeated,
                                                             reduction="none").sum(-1)

@@ -117,6 +117,8 @@ class PCD(RBMSampler):
             uniform = torch.rand(self.num_chains, self.rbm.n_left, generator=self.generator, device=weight.device,
                                  dtype=weight.dtype)
             self.z_left = (uniform < 0.5).to(weight.dtype)
+            self._sweeper = None
+        if self._sweeper is None:  # new chains, or chains restored from a checkpoint
             self._sweeper = GibbsSweeper(self.num_chains, self.rbm.n_left, self.rbm.n_right, device=weight.device,
                                          dtype=weight.dtype)
 
@@ -136,7 +138,7 @@ class PCD(RBMSampler):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.z_left = state["z_left"]
+        self.z_left, self._sweeper = state["z_left"], None
 
 
 class PopulationAnnealing(RBMSampler):
