@@ -45,7 +45,7 @@ def test_teacher_forcing_schedule_and_free_running(verbs):
     assert model.set_step(20) == {"teacher_forcing": 0.0}
     model.train()
     training_objective(model.log_weights(batch), kl_weight=0.5).loss.backward()
-    assert model.decoder.weight_hh_l0.grad is not None
+    assert model.decoder.weight_hh_l0.grad.abs().sum() > 0
     # teaching every word step by step gives the fused call's logits
     z, tense = torch.randn(20, 8), batch["tense"]
     fused = model.decoder_logits(z, tense, batch["tokens"], teach=True)

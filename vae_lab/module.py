@@ -32,7 +32,7 @@ class LatentVariableModule(pl.LightningModule):
     metrics.json. The family is reached only through ``LatentVariableModel`` (vae_lab/models/base.py).
     """
 
-    def __init__(self, model: LatentVariableModel, optimizer: Callable, kl_schedule: Callable[[int], float],
+    def __init__(self, model: LatentVariableModel, optimizer: Callable, kl_weight_schedule: Callable[[int], float],
                  k: int = 1, bound: str = "elbo", free_bits: float = 0.0, free_bits_per_dim: bool = True,
                  val_samples: int = 10, test_samples: int = 500, chunk_size: int = 50,
                  text_metrics: bool = True, max_text_batches: int | None = None,
@@ -40,7 +40,7 @@ class LatentVariableModule(pl.LightningModule):
                  config: dict | None = None):
         super().__init__()
         self.model, self.optimizer_factory, self.lr_scheduler_factory = model, optimizer, lr_scheduler
-        self.kl_schedule, self.k, self.bound = kl_schedule, k, bound
+        self.kl_weight_schedule, self.k, self.bound = kl_weight_schedule, k, bound
         self.free_bits, self.free_bits_per_dim = free_bits, free_bits_per_dim
         self.num_eval_samples = {"val": val_samples, "test": test_samples}
         self.chunk_size, self.use_text_metrics, self.max_text_batches = chunk_size, text_metrics, max_text_batches
@@ -58,7 +58,7 @@ class LatentVariableModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         step = self.global_step
         extra = self.model.set_step(step)
-        kl_weight = float(self.kl_schedule(step))
+        kl_weight = float(self.kl_weight_schedule(step))
         log_weights = self.model.log_weights(batch, self.k)
         out = training_objective(log_weights, kl_weight, self.free_bits, self.free_bits_per_dim, self.bound)
         loss = out.loss + self.model.regularizer()
@@ -92,7 +92,7 @@ class LatentVariableModule(pl.LightningModule):
         if count:
             means = {f"train/{k}": float(v) / count for k, v in self._train_sums.items()}
             self.final_metrics.update(means)
-            self.final_metrics["train/kl_weight"] = float(self.kl_schedule(self.global_step))
+            self.final_metrics["train/kl_weight"] = float(self.kl_weight_schedule(self.global_step))
         self._train_sums = {}
 
     # -- evaluation

@@ -90,7 +90,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentV
         model=build_model(cfg, datamodule),
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
-        kl_schedule=instantiate(cfg.annealing),
+        kl_weight_schedule=instantiate(cfg.annealing),
         k=cfg.k,
         bound=cfg.objective.bound,
         free_bits=cfg.objective.free_bits,

@@ -24,16 +24,11 @@ training), and the prior (``prior``, vae_lab/priors/mixture.py): ``normal`` N(0,
 sampled with the aggregate posterior of ``prior.components`` training forms (``conf/prior/``).
 
 The Gaussian score (prior draws whose four decodings are the four forms of a real verb) is where
-the prior matters. A latent precise enough to spell unseen stems decodes draws from N(0, I) to new,
-consistently inflected pseudo-verbs ("spatvy spatvies spatvying spatvied"), which score 0: the
-aggregate posterior q(z) covers little of N(0, I). Measured on a model trained on conversion pairs
-(test exact match 0.84), 500 draws each: N(0, I) 0.016, N(0, 0.25 I) 0.002, a Gaussian with the
-mean and covariance of q(z) 0.012, q(z) itself 0.65 (a 1,024-component mixture fitted to q(z) of
-an autoencoding model: 0.06). Raising the KL weight under N(0, I) does not help (autoencoding,
-1,000 draws): 0.1 -> exact match 0.77, score 0.01; 0.5 -> 0.54, 0.03; 1 with 0.25 free nats a
-dimension -> 0.26, 0.07. The aggregate posterior of training forms, as a prior, costs held-out
-verbs NLL; a share of N(0, I) in it bounds that cost (``prior_normal_weight``, see
-experiments/cvae_prior_frontier.py).
+the prior matters: a latent precise enough to spell unseen stems decodes draws from N(0, I) to new,
+consistently inflected pseudo-verbs, which score 0, while draws from the aggregate posterior land on
+real verbs. The aggregate posterior of training forms, as a prior, costs held-out verbs NLL; a share
+of N(0, I) in it bounds that cost (``prior.normal_weight``). The measured trade-off is in the README
+and conf/experiment/verb_tense.yaml (experiments/cvae_prior_frontier.py).
 """
 from __future__ import annotations
 
@@ -49,6 +44,7 @@ from vae_lab.data.verb_tense import TENSES, CharTokenizer, Collate, FormDataset,
 from vae_lab.errors import ConfigError
 from vae_lab.metrics.tense import exact_match, gaussian_score, mean_char_bleu
 from vae_lab.models.base import LatentVariableModel
+from vae_lab.nets.rnn import host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors import GaussianPosterior
@@ -120,7 +116,7 @@ class TenseCVAE(LatentVariableModel):
 
     def encode(self, batch: dict) -> GaussianParams:
         """Posterior means and log-variances ``[batch, latent]`` of the (source) forms under their tenses."""
-        return GaussianParams(*self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"]))
+        return GaussianParams(*self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"]))
 
     def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
@@ -213,7 +209,7 @@ class TenseCVAE(LatentVariableModel):
         target_tense = batch.get("target_tense", tense)
         lengths = batch.get("target_lengths", batch["lengths"])
         size, length = target_tokens.shape
-        mean, log_var = self.posterior_params(tokens, _host_lengths(batch), tense)  # [batch, latent]
+        mean, log_var = self.posterior_params(tokens, host_lengths(batch), tense)  # [batch, latent]
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, latent]
         targets = target_tokens.repeat(num_samples, 1)  # [k batch, len]
         logits = self.decoder_logits(z.flatten(0, 1), target_tense.repeat(num_samples), targets,
@@ -247,7 +243,7 @@ class TenseCVAE(LatentVariableModel):
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
         """Greedy conversions of the batch (posterior mean; reconstructions on batches without targets)
         and their references."""
-        mean, _ = self.posterior_params(batch["tokens"], _host_lengths(batch), batch["tense"])
+        mean, _ = self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"])
         target_tokens = batch.get("target_tokens", batch["tokens"])
         hypotheses = self.greedy(mean, batch.get("target_tense", batch["tense"]))
         return hypotheses, [self.tokenizer.decode(row) for row in target_tokens.tolist()]
@@ -304,11 +300,6 @@ class TenseCVAE(LatentVariableModel):
         tokens, lengths = self.tokenizer.pad(words)
         mean, _ = self.posterior_params(tokens.to(device), lengths, torch.tensor(sources, device=device))
         return self.greedy(mean, torch.tensor(targets, device=device))
-
-
-def _host_lengths(batch: dict) -> Tensor:
-    """Lengths for packing: the module's host copy when there is one (no device sync)."""
-    return batch.get("lengths_cpu", batch["lengths"])
 
 
 def _per_word(values, count: int) -> list:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from vae_lab.data.vocab import Vocabulary
 from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
-from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder
+from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors import GaussianPosterior
@@ -73,7 +73,7 @@ class SentenceVAE(LatentVariableModel):
     def posterior_params(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Posterior mean and log-variance ``[batch, dim]``."""
         embedded = self.embedding_dropout(self.embedding(batch["tokens"]))
-        return self.posterior(self.encoder(embedded, batch.get("lengths_cpu", batch["lengths"])))
+        return self.posterior(self.encoder(embedded, host_lengths(batch)))
 
     def decoder_io(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder inputs ``<sos> w_1..w_T`` and targets ``w_1..w_T <eos>`` (pad after), ``[n, T+1]``."""

@@ -10,6 +10,12 @@ from vae_lab.errors import ConfigError
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
+def host_lengths(batch: dict) -> Tensor:
+    """Sequence lengths for packing, on the CPU: the module's host copy (``lengths_cpu``, kept when
+    the batch moves to a device, so packing needs no device sync) or ``lengths`` itself."""
+    return batch.get("lengths_cpu", batch["lengths"])
+
+
 def make_rnn(rnn_type: str, input_size: int, hidden_size: int, num_layers: int = 1,
              bidirectional: bool = False, dropout: float = 0.0) -> nn.RNNBase:
     if rnn_type not in RNN_TYPES:
