@@ -71,3 +71,14 @@ def test_every_image_model_and_struct_takes_a_training_step(make_config, model, 
     grads = [p.grad for p in module.model.encoders[-1].parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("prior", ["mixture", "aggregate"])
+def test_the_sentence_vae_takes_the_learned_and_the_aggregate_prior(make_config, prior):
+    """The prior is a part: the sentence VAE trains with any Gaussian-latent prior of conf/prior/."""
+    cfg = make_config(["debug=fast", f"prior={prior}", "prior.components=16", "trainer.limit_train_batches=2",
+                       "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
+    run(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert math.isfinite(metrics["test/nll"]) and metrics["test/kl"] > 0
+    assert len((Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()) == 3
