@@ -46,12 +46,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae_lab.data.files import write_atomic
-from vae_lab.data.text import distributed_rank
+from vae_lab.data.loaders import SplitDataModule, distributed_rank, evaluation_loader
 from vae_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -371,7 +370,7 @@ class EpochSampler(Sampler):
         return self.num_items // self.num_replicas if self.num_replicas > 1 else self.num_items
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """28x28 binary images for the discrete VAEs (see the module docstring for the sources).
 
     ``limit``: keep the first N images of each split (quick runs). ``seed``: the train order and the
@@ -468,16 +467,4 @@ class ImageDataModule(pl.LightningDataModule):
             sampler = EpochSampler(len(dataset), self.seed, num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                               collate_fn=collate_pixels, num_workers=self.num_workers)
-        # under DDP each rank evaluates its shard (DistributedSampler pads with < replicas repeats)
-        eval_sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=eval_sampler,
-                          collate_fn=collate_pixels, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return evaluation_loader(dataset, self.eval_batch_size, collate_pixels, self.num_workers)

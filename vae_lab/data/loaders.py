@@ -1,0 +1,40 @@
+"""What every LightningDataModule of the project shares: the split loaders and DDP sharding."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(world size, rank) when a process group is up, else (1, 0)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def evaluation_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, num_workers: int) -> DataLoader:
+    """In order, no shuffling; under DDP each rank evaluates its shard (DistributedSampler pads with
+    fewer than world-size repeats)."""
+    replicas, rank = distributed_rank()
+    sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate_fn,
+                      num_workers=num_workers)
+
+
+class SplitDataModule(pl.LightningDataModule):
+    """train / valid / test loaders from one ``_loader(split, train)`` of the subclass."""
+
+    def _loader(self, split: str, train: bool) -> DataLoader:  # pragma: no cover
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
