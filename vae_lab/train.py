@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
 from vae_lab.data.files import default_data_dir, write_atomic
 from vae_lab.errors import ConfigError
-from vae_lab.models.published import published_beta
+from vae_lab.published import published_beta
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
 
