@@ -13,7 +13,7 @@ from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, pe
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import training_objective
 
-EVAL_SUMS = ("elbo", "rec", "kl", "nll", "units", "count")
+EVAL_SUMS = ("elbo", "rec", "kl", "bound", "nll", "units", "count")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,12 +97,13 @@ class LatentVariableModule(pl.LightningModule):
 
     # -- evaluation
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
-        log_weights = self.model.log_weights(batch, 1)
+        log_weights = self.model.log_weights(batch, self.k)  # the ELBO parts and the bound at the training k
         out = training_objective(log_weights, 1.0)
         nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], self.chunk_size)
         units = log_weights.num_units if log_weights.num_units is not None else torch.zeros_like(out.elbo)
         sums = self.eval_sums[stage]
-        for name, value in (("elbo", out.elbo), ("rec", out.reconstruction_nll), ("kl", out.kl), ("nll", nll),
+        for name, value in (("elbo", out.elbo), ("rec", out.reconstruction_nll), ("kl", out.kl),
+                            ("bound", out.bound), ("nll", nll),
                             ("units", units), ("count", torch.ones_like(out.elbo))):
             sums[name].update(value.double().sum())
         posterior = self.model.encode(batch)
@@ -145,8 +146,7 @@ class LatentVariableModule(pl.LightningModule):
         for metric in self.eval_sums[stage].values():
             metric.reset()
         count = max(sums["count"], 1.0)
-        metrics = {"elbo": sums["elbo"] / count, "rec": sums["rec"] / count, "kl": sums["kl"] / count,
-                   "nll": sums["nll"] / count}
+        metrics = {name: sums[name] / count for name in ("elbo", "rec", "kl", "bound", "nll")}
         if sums["units"] > 0:  # the family counts predicted units (tokens, characters)
             metrics.update(ppl=perplexity(sums["nll"], sums["units"]), rec_ppl=perplexity(sums["rec"], sums["units"]))
         posteriors = self.eval_posteriors[stage]
