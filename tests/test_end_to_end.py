@@ -136,3 +136,26 @@ def test_cli_multirun_with_wandb_offline(tmp_path):
 
     table = markdown_table(load_runs([tmp_path / "sweep"]), ["test/nll", "test/bleu"])
     assert "annealing=linear" in table and "annealing=cyclical" in table and len(table.splitlines()) == 4
+
+
+def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path, make_config):
+    """Unpickling is weights-only: a crafted .ckpt whose pickle calls os.system is refused, and the
+    command never runs; a stored config naming a _target_ outside vae_lab is refused too."""
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "payload": Exploit()}, crafted)
+    with pytest.raises(ConfigError, match="holds objects other than tensors"):
+        run(make_config(["debug=fast", "mode=test", f"ckpt={crafted}"], "crafted"))
+    assert not marker.exists()
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "vae_lab_config": {"model": {"_target_": "os.system", "command": "true"},
+                                                     "dataset": {}}}, foreign)
+    with pytest.raises(ConfigError, match=r"model\._target_=os\.system"):
+        run(make_config(["debug=fast", "mode=test", f"ckpt={foreign}"], "foreign"))

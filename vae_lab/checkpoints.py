@@ -31,13 +31,20 @@ def resolve_checkpoint(ckpt: str, run_dir: str | None) -> Path:
     return path
 
 
+# what a checkpoint's stored config may instantiate: the project's classes and these libraries' parts
+TRUSTED_TARGETS = ("vae_lab.", "torch.optim.", "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
+
+
 def load_checkpoint(path: Path) -> dict:
-    """Read a vae_lab checkpoint; a corrupt or foreign file gives one clear error."""
+    """Read a vae_lab checkpoint with ``weights_only=True`` (tensors and plain containers: unpickling
+    cannot run code); a corrupt, foreign or code-carrying file gives one clear error."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many kinds for a damaged file
-        raise ConfigError(f"ckpt={path}: cannot read the checkpoint ({type(error).__name__}: {error}); "
-                          "it is corrupt or not a checkpoint: pass ckpt=<a .ckpt written by vae_lab>") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a damaged or unsafe file
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ConfigError(f"ckpt={path}: cannot read the checkpoint ({type(error).__name__}: {first_line}); "
+                          "it is corrupt, not a checkpoint, or holds objects other than tensors and plain "
+                          "data: pass ckpt=<a .ckpt written by vae_lab>") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(f"ckpt={path}: not a Lightning checkpoint (no state_dict); "
                           "pass ckpt=<a .ckpt written by vae_lab>")
@@ -51,6 +58,9 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
     if saved is None:
         return cfg
     saved = OmegaConf.create(saved)
+    for key in ("model", "dataset", "prior"):
+        if key in saved:
+            _check_targets(saved[key], key)
     with open_dict(cfg):
         path_now = cfg.dataset.get("path")
         cfg.model = saved.model
@@ -60,3 +70,17 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
         if path_now:
             cfg.dataset.path = path_now
     return cfg
+
+
+def _check_targets(node, where: str) -> None:
+    """Every ``_target_`` in a checkpoint's stored config names a trusted class (``TRUSTED_TARGETS``)."""
+    if OmegaConf.is_dict(node):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(TRUSTED_TARGETS):
+            raise ConfigError(f"ckpt: its stored config names {where}._target_={target}, outside "
+                              f"{', '.join(TRUSTED_TARGETS)}; refusing to build it: use a checkpoint written by vae_lab")
+        for key, value in node.items():
+            _check_targets(value, f"{where}.{key}")
+    elif OmegaConf.is_list(node):
+        for index, value in enumerate(node):
+            _check_targets(value, f"{where}[{index}]")

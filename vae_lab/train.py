@@ -154,7 +154,7 @@ def restore(cfg: DictConfig) -> tuple[DictConfig, LatentVariableModule, pl.Light
 def run_test(cfg: DictConfig, trainer: pl.Trainer, module: LatentVariableModule,
              datamodule: pl.LightningDataModule, ckpt_path: str | None = None) -> None:
     pl.seed_everything(cfg.seed, workers=True)  # the same IW draws whenever a checkpoint is tested
-    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
 def mode_train(cfg: DictConfig) -> dict[str, float]:
