@@ -39,7 +39,13 @@ def main() -> None:
     parser.add_argument("roots", nargs="+", type=Path)
     parser.add_argument("--keys", nargs="+", default=DEFAULT_KEYS)
     args = parser.parse_args()
-    print(markdown_table(load_runs(args.roots), args.keys))
+    missing = [str(root) for root in args.roots if not root.is_dir()]
+    if missing:
+        raise SystemExit(f"error: no folder {', '.join(missing)}: pass the outputs folder of a run or a sweep")
+    runs = load_runs(args.roots)
+    if not runs:
+        raise SystemExit(f"error: no metrics.json under {', '.join(map(str, args.roots))}: nothing to collect")
+    print(markdown_table(runs, args.keys))
 
 
 if __name__ == "__main__":

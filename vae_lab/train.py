@@ -14,7 +14,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
-from vae_lab.data.files import default_data_dir, write_atomic
+from vae_lab.data.files import default_data_dir, run_id, write_atomic
 from vae_lab.errors import ConfigError
 from vae_lab.published import published_beta
 from vae_lab.module import LatentVariableModule
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("train", "test", "sample")  # every family's; a family adds its own (``LatentVariableModel.modes``)
 OmegaConf.register_new_resolver("vae_lab_data_dir", default_data_dir, replace=True)
+OmegaConf.register_new_resolver("vae_lab_run_id", run_id, use_cache=True, replace=True)
 
 
 def fraction_of_steps(total: int, fraction: float) -> int:
@@ -157,10 +158,19 @@ def run_test(cfg: DictConfig, trainer: pl.Trainer, module: LatentVariableModule,
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
+def log_config(loggers: list, cfg: DictConfig) -> None:
+    """Every logger gets the composed config (hyperparameters), so a sweep's runs can be told apart."""
+    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(hyperparameters)
+
+
 def mode_train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
-    trainer = build_trainer(cfg, build_loggers(cfg))
+    loggers = build_loggers(cfg)
+    log_config(loggers, cfg)
+    trainer = build_trainer(cfg, loggers)
     trainer.fit(module, datamodule=datamodule)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     run_test(cfg, trainer, module, datamodule, ckpt_path=best or None)

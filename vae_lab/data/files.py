@@ -19,6 +19,19 @@ def md5_of_text(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def run_id() -> str:
+    """A suffix that keeps run folders of the same second apart: milliseconds and the process id."""
+    import time
+
+    return f"{int(time.time() * 1000) % 1000:03d}-{os.getpid()}"
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write a file through a temporary sibling and a rename, so no reader sees half of it."""
     path = Path(path)
@@ -28,6 +41,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written output gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
