@@ -54,3 +54,17 @@ def test_collect_on_a_missing_folder_fails_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "experiments/collect.py"), str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "no metrics.json" in result.stderr
+
+
+def test_a_damaged_ptb_cache_is_rewritten_from_the_package(tmp_path, caplog):
+    from vae_lab.data.text import TextDataModule
+
+    module = TextDataModule(data_dir=str(tmp_path))
+    module.prepare_data()
+    train = tmp_path / "ptb" / "ptb.train.txt"
+    train.write_text("\n".join(train.read_text().splitlines()[:839]) + "\n")  # a truncated cache
+    fresh = TextDataModule(data_dir=str(tmp_path))
+    fresh.prepare_data()
+    fresh.setup("fit")
+    assert len(fresh.datasets["train"]) == 42068
+    assert "fails its md5 check: rewriting it" in caplog.text
