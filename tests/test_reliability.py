@@ -68,3 +68,63 @@ def test_a_damaged_ptb_cache_is_rewritten_from_the_package(tmp_path, caplog):
     fresh.setup("fit")
     assert len(fresh.datasets["train"]) == 42068
     assert "fails its md5 check: rewriting it" in caplog.text
+
+
+import pytest  # noqa: E402
+
+from vae_lab.errors import ConfigError  # noqa: E402
+from vae_lab.train import validate  # noqa: E402
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.latent_dim=0", "model.latent_dim=0: give an integer >= 1"),
+    ("dataset.batch_size=0", "dataset.batch_size=0: give an integer >= 1"),
+    ("optimizer.lr=abc", "optimizer.lr=abc: give a number > 0"),
+    ("optimizer.lr=-1", "optimizer.lr=-1: give a number > 0"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs=abc: give an integer >= -1"),
+    ("objective.free_bits=abc", "objective.free_bits=abc: give a number >= 0"),
+    ("steps=-5", "steps=-5: give an integer >= 0"),
+    ("num_samples=-1", "num_samples=-1: give an integer >= 1"),
+    ("dataset.limit=0", "dataset.limit=0: give an integer >= 1, or null"),
+    ("dataset.limit=-2", "dataset.limit=-2: give an integer >= 1, or null"),
+    ("objective.bound=iwae", "objective.bound=iwae: allowed values are"),
+])
+def test_bad_values_stop_before_anything_is_built_with_one_line(make_config, override, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("+", r"\+")):
+        validate(make_config([override]))
+
+
+def test_a_mode_the_family_does_not_offer_names_the_modes_it_does(make_config):
+    with pytest.raises(ConfigError, match=r"mode=convert: model SentenceVAE offers the modes "
+                                          r"\['train', 'test', 'sample', 'interpolate'\]"):
+        validate(make_config(["mode=convert"]))
+
+
+def _text_files(folder: Path, train: bytes, valid: bytes = b"a b\n", test: bytes = b"a b\n") -> None:
+    folder.mkdir(exist_ok=True)
+    for name, content in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"ptb.{name}.txt").write_bytes(content)
+
+
+def test_empty_or_undecodable_text_splits_stop_with_one_line(tmp_path, make_config):
+    data = tmp_path / "data"
+    _text_files(data, b"")
+    with pytest.raises(ConfigError, match=r"ptb\.train\.txt holds no sentence"):
+        run(make_config(["debug=fast", "dataset=text_files", f"dataset.path={data}"], "empty"))
+    _text_files(data, b"the cat\nsat \xff\xfe here\n")
+    with pytest.raises(ConfigError, match=r"ptb\.train\.txt: line 2 is not UTF-8"):
+        run(make_config(["debug=fast", "dataset=text_files", f"dataset.path={data}"], "bytes"))
+
+
+def test_the_cli_prints_one_line_for_a_nan_loss_and_leaves_no_empty_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vae_lab", "debug=fast", "logger=none", "optimizer.lr=1e30",
+                             "trainer.gradient_clip_val=null", "trainer.limit_train_batches=5",
+                             f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: train/loss is nan") and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_debug_fast_validates_every_epoch_so_best_exists(make_config):
+    assert make_config(["experiment=verb_tense", "debug=fast"]).trainer.check_val_every_n_epoch == 1

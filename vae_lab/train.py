@@ -17,6 +17,7 @@ from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve
 from vae_lab.data.files import default_data_dir, run_id, write_atomic
 from vae_lab.errors import ConfigError
 from vae_lab.published import published_beta
+from vae_lab.validation import check_values
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
 
@@ -47,23 +48,15 @@ def family_modes(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Top-level values checked before anything is built; groups are checked by Hydra itself."""
+    """The mode, the bound and every declared value (vae_lab/validation.py), before anything is built;
+    groups and unknown keys are checked by Hydra itself."""
     offered = {**dict.fromkeys(MODES), **family_modes(cfg)}
     if cfg.mode not in offered:
         raise ConfigError(f"mode={cfg.mode}: model {cfg.model._target_.rsplit('.', 1)[-1]} offers "
                           f"the modes {list(offered)}")
     if cfg.objective.bound not in BOUNDS:
         raise ConfigError(f"objective.bound={cfg.objective.bound}: allowed values are {list(BOUNDS)}")
-    if not isinstance(cfg.k, int) or cfg.k < 1:
-        raise ConfigError(f"k={cfg.k}: the number of importance samples must be an integer >= 1")
-    if cfg.objective.free_bits < 0:
-        raise ConfigError(f"objective.free_bits={cfg.objective.free_bits}: must be >= 0")
-    threads = cfg.get("torch_threads")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"torch_threads={threads}: give an integer >= 1, or null for torch's default")
-    for key in ("val_samples", "test_samples", "chunk_size"):
-        if cfg.eval[key] < 1:
-            raise ConfigError(f"eval.{key}={cfg.eval[key]}: must be >= 1")
+    check_values(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -186,8 +179,6 @@ def mode_test(cfg: DictConfig) -> dict[str, float]:
 
 def mode_sample(cfg: DictConfig) -> dict[str, float]:
     num_samples = cfg.eval.num_samples if cfg.get("num_samples") is None else cfg.num_samples
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples={num_samples}: the number of prior samples, an integer >= 1")
     cfg, module, _, _ = restore(cfg)
     module.eval()
     samples = module.model.sample_outputs(num_samples, generator=torch.Generator().manual_seed(cfg.seed))

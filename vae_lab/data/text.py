@@ -66,11 +66,15 @@ def _file_md5(path: Path) -> str:
 def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
     """One tokenised sentence a line, tokens split on white space; empty lines skipped."""
     sentences = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            tokens = (line.lower() if lowercase else line).split()
-            if tokens:
-                sentences.append(tokens)
+    for number, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: line {number} is not UTF-8 ({error.reason} at byte {error.start}); "
+                              "convert the file to UTF-8 or fix dataset.path") from None
+        tokens = (line.lower() if lowercase else line).split()
+        if tokens:
+            sentences.append(tokens)
     return sentences
 
 
@@ -186,6 +190,10 @@ class TextDataModule(SplitDataModule):
         if self.source == "ptb" and not all(f.exists() for f in files.values()):
             self.prepare_data()
         sentences = {split: read_sentences(file, self.lowercase) for split, file in files.items()}
+        for split, file in files.items():
+            if not sentences[split]:
+                raise ConfigError(f"dataset.path: {file} holds no sentence; give a {split} file with one "
+                                  "tokenised sentence a line")
         if self.limit:  # a quick run: the first sentences of each split
             sentences = {split: s[: self.limit] for split, s in sentences.items()}
         self.vocab = Vocabulary.from_sentences(sentences["train"], self.max_vocab, self.min_freq)

@@ -188,9 +188,7 @@ class SentenceVAE(LatentVariableModel):
         if missing:
             raise ConfigError(f"mode=interpolate needs {' and '.join(k + '=…' for k in missing)} "
                               '(e.g. \'sentence_a="the company said"\' \'sentence_b="the market fell"\')')
-        steps = 5 if cfg.get("steps") is None else cfg.steps
-        if not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps={steps}: the number of points between the two sentences, an integer >= 0")
+        steps = 5 if cfg.get("steps") is None else cfg.steps  # validated with the config (vae_lab/validation.py)
         path = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps))
         path.show()
         path.write(output_dir, "interpolation")

@@ -1,0 +1,78 @@
+"""The config's values, checked once before anything is built, from one declared table.
+
+Each rule names a key, the kind of value it takes, its range and whether null is allowed; a key
+that the composed config lacks (a family without ``model.latent_dim``) is skipped. Groups and
+unknown keys are checked by Hydra itself; values that only a part understands (a tense name, a
+file) are checked by the part, with the same one-line ``ConfigError``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    kind: type  # int or float (an int is a valid float)
+    minimum: float | None = None
+    exclusive: bool = False  # minimum < value instead of minimum <= value
+    nullable: bool = False
+    meaning: str = ""
+
+    def check(self, value) -> None:
+        if value is None:
+            if self.nullable:
+                return
+            raise ConfigError(f"{self.key}=null: give {self._expected()}")
+        ok_type = (isinstance(value, int) and not isinstance(value, bool)) if self.kind is int else (
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+        below = ok_type and self.minimum is not None and (
+            value <= self.minimum if self.exclusive else value < self.minimum)
+        if not ok_type or below:
+            raise ConfigError(f"{self.key}={value}: give {self._expected()}")
+
+    def _expected(self) -> str:
+        kind = "an integer" if self.kind is int else "a number"
+        bound = "" if self.minimum is None else f" {'>' if self.exclusive else '>='} {self.minimum:g}"
+        null = ", or null" if self.nullable else ""
+        return f"{kind}{bound}{null}" + (f" ({self.meaning})" if self.meaning else "")
+
+
+RULES = (
+    Rule("k", int, 1, meaning="posterior samples per example in training"),
+    Rule("seed", int, 0),
+    Rule("torch_threads", int, 1, nullable=True, meaning="null: torch's default"),
+    Rule("optimizer.lr", float, 0, exclusive=True, meaning="the learning rate"),
+    Rule("objective.free_bits", float, 0, meaning="nats"),
+    Rule("trainer.max_epochs", int, -1, meaning="-1: no limit"),
+    Rule("trainer.max_steps", int, -1, meaning="-1: no limit"),
+    Rule("trainer.check_val_every_n_epoch", int, 1, nullable=True),
+    Rule("dataset.batch_size", int, 1),
+    Rule("dataset.eval_batch_size", int, 1),
+    Rule("dataset.limit", int, 1, nullable=True, meaning="the first N examples of each split; null: all"),
+    Rule("dataset.num_workers", int, 0),
+    Rule("model.latent_dim", int, 1),
+    Rule("model.hidden_dim", int, 1),
+    Rule("model.embedding_dim", int, 1),
+    Rule("model.struct.group_size", int, 1),
+    Rule("eval.val_samples", int, 1),
+    Rule("eval.test_samples", int, 1),
+    Rule("eval.chunk_size", int, 1),
+    Rule("eval.num_samples", int, 0),
+    Rule("beta", float, 0, exclusive=True, nullable=True, meaning="the smoothing sharpness; null: published"),
+    Rule("num_samples", int, 1, nullable=True, meaning="mode=sample; null: eval.num_samples"),
+    Rule("steps", int, 0, nullable=True, meaning="mode=interpolate: points between the sentences"),
+)
+
+
+def check_values(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
+    """Apply every rule whose key the config has (interpolations resolved)."""
+    for rule in rules:
+        node = OmegaConf.select(cfg, rule.key, default="__absent__", throw_on_missing=False)
+        if isinstance(node, str) and node == "__absent__":
+            continue
+        rule.check(node)
