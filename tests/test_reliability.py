@@ -128,3 +128,51 @@ def test_the_cli_prints_one_line_for_a_nan_loss_and_leaves_no_empty_folder(tmp_p
 
 def test_debug_fast_validates_every_epoch_so_best_exists(make_config):
     assert make_config(["experiment=verb_tense", "debug=fast"]).trainer.check_val_every_n_epoch == 1
+
+
+def _train_command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vae_lab", "debug=fast", "logger=csv", "trainer.max_epochs=3",
+            "trainer.limit_train_batches=12", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "trainer.deterministic=true", "torch_threads=1", "annealing=linear", "annealing.steps=20",
+            f"hydra.run.dir={run_dir}", *extra]
+
+
+def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL in the middle of epoch 2, resume from last.ckpt in the same folder: the final metrics
+    (train means of the last epoch, val, test) equal an uninterrupted run's with the same seed."""
+    import json
+    import signal
+    import time
+
+    whole = tmp_path / "whole"
+    subprocess.run(_train_command(whole), check=True, capture_output=True, cwd=tmp_path)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=tmp_path)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "metrics.json").exists()
+    resumed = subprocess.run(_train_command(tmp_path / "resume_log", f"run_dir={killed}", "ckpt=last"),
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected = json.loads((whole / "metrics.json").read_text())
+    got = json.loads((killed / "metrics.json").read_text())
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    rows = (killed / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    steps = {line.split(",")[1] for line in rows[1:]}
+    assert {"11", "23", "35"} <= steps  # the csv log goes on in the same file, before and after the kill
+
+
+def test_a_new_run_never_writes_into_a_folder_with_checkpoints(tmp_path, make_config):
+    cfg = make_config(["debug=fast"], "taken")
+    (Path(cfg.paths.output_dir) / "checkpoints").mkdir(parents=True)
+    (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="holds another run's checkpoints: resume it with mode=train run_dir="):
+        run(cfg)

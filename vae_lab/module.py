@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch import nn
+from pytorch_lightning.trainer.states import TrainerFn
 from torchmetrics import CatMetric, SumMetric
 
 from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, perplexity
@@ -194,3 +195,13 @@ class LatentVariableModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.config is not None:
             checkpoint["vae_lab_config"] = self.config
+        checkpoint["vae_lab_rng"] = {"torch": torch.get_rng_state()}  # a resumed run draws on from here
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming: torch's random state as it was when the checkpoint was written (before the next
+        epoch's data iterator draws its seed, as in the uninterrupted run), so the run draws on what
+        the uninterrupted run would have."""
+        state = checkpoint.get("vae_lab_rng")
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if state is not None and fitting:  # testing a checkpoint keeps the seed's draws
+            torch.set_rng_state(state["torch"])

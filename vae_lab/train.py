@@ -17,6 +17,7 @@ from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve
 from vae_lab.data.files import default_data_dir, run_id, write_atomic
 from vae_lab.errors import ConfigError
 from vae_lab.published import published_beta
+from vae_lab.resume import keep_csv_history, prepare_training
 from vae_lab.validation import check_values
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
@@ -159,12 +160,17 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
 
 
 def mode_train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test the best checkpoint; with ``run_dir``, go on with that run (vae_lab/resume.py)."""
+    cfg, resume_from = prepare_training(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
+    if resume_from is not None:
+        keep_csv_history(loggers)
+        log.info("resuming %s from %s", cfg.run_dir, resume_from)
     log_config(loggers, cfg)
     trainer = build_trainer(cfg, loggers)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     run_test(cfg, trainer, module, datamodule, ckpt_path=best or None)
     return module.final_metrics

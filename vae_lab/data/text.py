@@ -100,6 +100,17 @@ def collate_sentences(items: list[torch.Tensor], pad: int = 0) -> dict[str, torc
     return {"tokens": tokens, "lengths": lengths}
 
 
+class EpochCounter:
+    """The epoch of a batch sampler's order. Lightning calls ``set_epoch`` on a batch sampler's
+    ``.sampler`` at every epoch start, so a resumed run gets the order of an uninterrupted one."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of sentences of similar length (little padding), in a random order each epoch.
 
@@ -112,12 +123,14 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, pool: int = 50,
                  drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
         self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool
-        self.drop_last, self.epoch = drop_last, 0
+        self.drop_last, self.sampler = drop_last, EpochCounter()
         self.num_replicas, self.rank = num_replicas, rank
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
+        """A generator: the order is drawn at the first batch, after Lightning's ``set_epoch``, even when
+        the loop made the iterator earlier (as it does when it resumes)."""
+        rng = random.Random(self.seed + self.sampler.epoch)
+        self.sampler.epoch += 1
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
         pool_size = self.batch_size * self.pool
@@ -129,7 +142,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches = [b for b in batches if len(b) == self.batch_size]
         rng.shuffle(batches)
         per_rank = len(batches) // self.num_replicas if self.num_replicas > 1 else len(batches)
-        return iter(batches[self.rank::self.num_replicas][:per_rank])
+        yield from batches[self.rank::self.num_replicas][:per_rank]
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.lengths), self.batch_size)

@@ -21,7 +21,7 @@ class RBMPrior(Prior):
     evaluation ``prepare_evaluation`` estimates log Z with ``log_z_estimator`` (AIS) and keeps it, with
     its standard error, in buffers that checkpoints carry; ``log_prob`` of binary z uses it.
     ``regularizer()``: weight decay ``weight_decay`` · ½‖W‖² as the DVAE# reference.
-    The sampler's state (PCD chains, generator) travels in the state dict, so a resumed run goes on.
+    The samplers' state (PCD chains, generators) travels in the state dict, so a resumed run goes on.
     """
 
     def __init__(self, n_left: int, n_right: int, sampler: Callable[..., RBMSampler] | None = None,
@@ -74,7 +74,9 @@ class RBMPrior(Prior):
         return self.weight_decay * 0.5 * self.rbm.weight.pow(2).sum()
 
     def get_extra_state(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
+        return {"sampler": self.sampler.state_dict(), "log_z_estimator": self.log_z_estimator.state_dict()}
 
     def set_extra_state(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
+        if "log_z_estimator" in state:
+            self.log_z_estimator.load_state_dict(state["log_z_estimator"])
