@@ -176,3 +176,17 @@ def test_a_new_run_never_writes_into_a_folder_with_checkpoints(tmp_path, make_co
     (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").write_bytes(b"x")
     with pytest.raises(ConfigError, match="holds another run's checkpoints: resume it with mode=train run_dir="):
         run(cfg)
+
+
+def test_an_unwritable_data_cache_names_the_path_and_the_key(tmp_path, make_config, monkeypatch):
+    """(As root every folder is writable, so the refusal is simulated where the cache is written.)"""
+    import vae_lab.data.text as text
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(text, "write_atomic", refuse)
+    cfg = make_config(["debug=fast", f"paths.data_dir={tmp_path / 'readonly'}"])
+    with pytest.raises(ConfigError, match=r"^paths\.data_dir=.*readonly: cannot write .*ptb\.train\.txt "
+                                          r"\(Permission denied\); set paths\.data_dir="):
+        run(cfg)

@@ -66,7 +66,11 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     datamodule = instantiate(cfg.dataset, data_dir=cfg.paths.data_dir, _recursive_=False)
-    datamodule.prepare_data()
+    try:
+        datamodule.prepare_data()
+    except PermissionError as error:  # the data cache cannot be written
+        raise ConfigError(f"paths.data_dir={cfg.paths.data_dir}: cannot write {error.filename or 'there'} "
+                          f"({error.strerror}); set paths.data_dir=<a writable folder> or VAE_LAB_DATA_DIR") from None
     datamodule.setup("fit")
     return datamodule
 
