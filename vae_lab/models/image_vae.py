@@ -125,14 +125,14 @@ class ImageVAE(LatentVariableModel):
     def _dvaepp_kl(self, logits: Tensor, zetas: list[Tensor], log_z: Tensor) -> Tensor:
         """DVAE++: E_q[E(z)] + log Z - H(q) per row ``[n]``; the left half's means are perturbed by
         log r(ζ|1) - log r(ζ|0) of the sampled ζ when the posterior is hierarchical."""
-        rbm, q = self.prior.rbm, torch.sigmoid(logits)
-        q_left, q_right = rbm.split(q)
-        logits_left = rbm.split(logits)[0]
+        rbm = self.prior.rbm
+        q_left, q_right = rbm.split(torch.sigmoid(logits))  # [n, n_left], [n, n_right]
+        coupled_left = q_left  # ν_left: the means the coupling term sees
         if self.num_groups > 1:
             log_ratio = self.relaxation.log_ratio(torch.cat(zetas, dim=-1))
-            q_left = torch.sigmoid(logits_left + rbm.split(log_ratio)[0])
-        cross_entropy = (-(rbm.split(q)[0] @ rbm.bias_left) - q_right @ rbm.bias_right
-                         - ((q_left @ rbm.weight) * q_right).sum(-1) + log_z)
+            coupled_left = torch.sigmoid(rbm.split(logits)[0] + rbm.split(log_ratio)[0])
+        cross_entropy = (-(q_left @ rbm.bias_left) - q_right @ rbm.bias_right
+                         - ((coupled_left @ rbm.weight) * q_right).sum(-1) + log_z)
         return cross_entropy - bernoulli_entropy(logits).sum(-1)
 
     def _rolfe_kl(self, logits: Tensor, zetas: list[Tensor]) -> Tensor:
