@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
