@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
+from vae_lab.posteriors.bernoulli import bernoulli_entropy, bernoulli_log_prob, bernoulli_sample
 from vae_lab.posteriors.smoothing import (Exponential, Gaussian, GaussianMixtureRelaxation,
                                           OverlappingRelaxation, PowerFunction, SpikeAndExponential,
-                                          UniformExponential, bernoulli_entropy, bernoulli_log_prob,
-                                          bernoulli_sample)
+                                          UniformExponential)
 
 D = torch.float64
 SMOOTHINGS = {"exponential": Exponential, "power": PowerFunction, "gaussian": Gaussian,

@@ -36,7 +36,7 @@ from vae_lab.objectives import LogWeights
 from vae_lab.outputs import ImageOutput
 from vae_lab.posteriors.bernoulli import BernoulliParams
 from vae_lab.posteriors.gaussian import GaussianParams, GaussianPosterior
-from vae_lab.posteriors.smoothing import bernoulli_entropy, bernoulli_log_prob, bernoulli_sample
+from vae_lab.posteriors.bernoulli import bernoulli_entropy, bernoulli_log_prob, bernoulli_sample
 from vae_lab.priors.relaxed import (gaussian_integral_lambda, gaussian_integral_log_marginal,
                                     mean_field_log_marginal)
 

@@ -8,6 +8,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def bernoulli_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Binary z ~ Bernoulli(sigmoid(logits)) as floats of logits' dtype; not differentiable."""
+    rho = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    return (rho < torch.sigmoid(logits.detach())).to(logits.dtype)
+
+
+def bernoulli_log_prob(z: Tensor, logits: Tensor) -> Tensor:
+    """log Bernoulli(z; sigmoid(l)) per unit.
+
+    log q = -softplus(-l) and log(1-q) = -softplus(l), so the result is
+    -softplus(-l) z - softplus(l) (1-z), exact for any l and also valid for z in [0, 1].
+    """
+    return -F.softplus(-logits) * z - F.softplus(logits) * (1 - z)
+
+
+def bernoulli_entropy(logits: Tensor) -> Tensor:
+    """Entropy of Bernoulli(sigmoid(l)) per unit.
+
+    H = -q log q - (1-q) log(1-q) = q softplus(-l) + (1-q) softplus(l), with 1-q = sigmoid(-l);
+    both terms are positive and nothing cancels, so it stays accurate for large |l|.
+    """
+    return (torch.sigmoid(logits) * F.softplus(-logits)
+            + torch.sigmoid(-logits) * F.softplus(logits))
+
+
 class BernoulliParams:
     """The logits ``[n, dim]`` of factorial Bernoulli posteriors of n examples (for a hierarchical
     posterior: each group's logits given the binary draws of the groups before it)."""
