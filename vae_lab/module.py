@@ -6,8 +6,8 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from torch import nn
 from pytorch_lightning.trainer.states import TrainerFn
+from torch import nn
 from torchmetrics import CatMetric, SumMetric
 
 from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, perplexity

@@ -198,8 +198,7 @@ class ImageVAE(LatentVariableModel):
     def regularizer(self) -> Tensor:
         """Weight decay · ½‖·‖² on the nets' kernels and batch-norm scales (and the RBM's W)."""
         kernels = [w for net in [*self.encoders, self.decoder] for w in net.kernels()]
-        total = self.weight_decay * 0.5 * sum(w.pow(2).sum() for w in kernels)
-        return total + self.prior.regularizer() if self.kl_term != "gaussian" else total
+        return self.weight_decay * 0.5 * sum(w.pow(2).sum() for w in kernels) + self.prior.regularizer()
 
     @torch.no_grad()
     def encode(self, batch: dict):

@@ -32,8 +32,9 @@ class Prior(nn.Module):
 
     ``log_prob(z)`` ``[..., dim] -> [...]``; ``sample(n, generator)``; ``analytic_kl``: the KL to a
     diagonal Gaussian posterior is N(0, I)'s closed form; ``is_standard_normal``: p(z) is N(0, I) now.
-    ``prepare_evaluation(model, datamodule)`` runs before each val/test epoch and
-    ``evaluation_metrics()`` adds the prior's own figures to them; both do nothing by default.
+    ``prepare_evaluation(model, datamodule)`` runs before each val/test epoch,
+    ``evaluation_metrics()`` adds the prior's own figures to them and ``regularizer()`` its penalty to
+    the training loss; all do nothing by default.
     """
 
     analytic_kl = False
@@ -44,6 +45,10 @@ class Prior(nn.Module):
 
     def evaluation_metrics(self) -> dict[str, float]:
         return {}
+
+    def regularizer(self) -> Tensor | float:
+        """A penalty on the prior's parameters added to the training loss (none by default)."""
+        return 0.0
 
 
 class StandardNormalPrior(Prior):
