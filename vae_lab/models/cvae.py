@@ -49,7 +49,7 @@ from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors import GaussianPosterior
 from vae_lab.posteriors.gaussian import GaussianParams
-from vae_lab.priors.mixture import Prior, StandardNormalPrior
+from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
 
 
 class TenseCVAE(LatentVariableModel):
@@ -227,8 +227,7 @@ class TenseCVAE(LatentVariableModel):
         subset; drawn with replacement when there are fewer), encoded without dropout."""
         training, forms = self.training, FormDataset(datamodule.train_verbs)
         self.eval()  # no dropout in the posteriors
-        index = (torch.randperm(len(forms), generator=generator)[:count] if len(forms) >= count
-                 else torch.randint(len(forms), (count,), generator=generator))
+        index = training_subset(len(forms), count, generator)
         collate, device = Collate(self.tokenizer), self.to_logits.weight.device
         means, log_vars = [], []
         for chunk in index.split(1024):

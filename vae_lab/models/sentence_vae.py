@@ -20,7 +20,7 @@ from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors import GaussianPosterior
 from vae_lab.posteriors.gaussian import GaussianParams
-from vae_lab.priors.mixture import Prior, StandardNormalPrior
+from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
 
 
 class SentenceVAE(LatentVariableModel):
@@ -165,8 +165,7 @@ class SentenceVAE(LatentVariableModel):
         from vae_lab.data.text import collate_sentences
 
         dataset, device = datamodule.datasets["train"], self.embedding.weight.device
-        index = (torch.randperm(len(dataset), generator=generator)[:count] if len(dataset) >= count
-                 else torch.randint(len(dataset), (count,), generator=generator))
+        index = training_subset(len(dataset), count, generator)
         means, log_vars = [], []
         for chunk in index.split(256):
             batch = collate_sentences([dataset[i] for i in chunk.tolist()], self.vocab.pad)

@@ -27,6 +27,14 @@ from vae_lab.errors import ConfigError
 from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
 
 
+def training_subset(size: int, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` indices of ``size`` training items for the aggregate prior: a random subset, drawn with
+    replacement when there are fewer items than ``count``."""
+    if size >= count:
+        return torch.randperm(size, generator=generator)[:count]
+    return torch.randint(size, (count,), generator=generator)
+
+
 class Prior(nn.Module):
     """What a family asks of its prior p(z) (``conf/prior/``, built by the family with its latent size).
 
