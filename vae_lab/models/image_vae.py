@@ -92,9 +92,11 @@ class ImageVAE(LatentVariableModel):
             draws.append(self._draw(out, i, relaxed))
         return outputs, draws
 
-    def _sigma(self, group: int) -> Tensor:
+    def _mixture_params(self, out: Tensor, group: int) -> tuple[Tensor, Tensor]:
+        """The Gaussian-integral mixture's scale σ ``[group]`` (as DVAE#'s reference: |0.2 s_raw| + 0.05,
+        s_raw from 1) and shift δμ ``[n, group]`` (from the encoder's second output)."""
         raw = self.sigma_raw[group * self.group_size:(group + 1) * self.group_size]
-        return 0.2 * raw.abs() + 0.05  # as DVAE#'s reference: s = |0.2 s_raw| + 0.05, s_raw from 1
+        return 0.2 * raw.abs() + 0.05, self.relaxation.shift(out[:, 1])
 
     def _draw(self, out: Tensor, group: int, relaxed: bool) -> Tensor:
         logits = out[:, 0]
@@ -103,7 +105,7 @@ class ImageVAE(LatentVariableModel):
         if not relaxed:
             return bernoulli_sample(logits)
         if self.kl_term == "gaussian_integral":
-            return self.relaxation.rsample(logits, self._sigma(group), self.relaxation.shift(out[:, 1]))
+            return self.relaxation.rsample(logits, *self._mixture_params(out, group))
         return self.relaxation.rsample(logits)
 
     def _relaxed_log_q(self, outputs: list[Tensor], draws: list[Tensor]) -> Tensor:
@@ -111,7 +113,7 @@ class ImageVAE(LatentVariableModel):
         total = 0.0
         for group, (out, zeta) in enumerate(zip(outputs, draws)):
             if self.kl_term == "gaussian_integral":
-                log_q = self.relaxation.log_prob(zeta, out[:, 0], self._sigma(group), self.relaxation.shift(out[:, 1]))
+                log_q = self.relaxation.log_prob(zeta, out[:, 0], *self._mixture_params(out, group))
             else:
                 log_q = self.relaxation.log_prob(zeta, out[:, 0])
             total = total + log_q.sum(-1)
