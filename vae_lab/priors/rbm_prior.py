@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from vae_lab.errors import ConfigError
 from vae_lab.priors.boltzmann import RBM
 from vae_lab.priors.mixture import Prior
 from vae_lab.priors.samplers import AIS, RBMSampler
@@ -27,8 +28,6 @@ class RBMPrior(Prior):
     def __init__(self, n_left: int, n_right: int, sampler: Callable[..., RBMSampler] | None = None,
                  log_z_estimator: Callable[..., AIS] | None = None, weight_decay: float = 1e-4):
         super().__init__()
-        from vae_lab.errors import ConfigError
-
         if sampler is None:
             raise ConfigError("prior=rbm needs a training sampler for its log Z gradient: "
                               "pass sampler=pcd or sampler=population_annealing")
@@ -39,10 +38,6 @@ class RBMPrior(Prior):
         self.register_buffer("log_z", torch.zeros((), dtype=torch.float64))
         self.register_buffer("log_z_std_err", torch.full((), float("nan"), dtype=torch.float64))
         self.register_buffer("log_z_estimated", torch.tensor(False))
-
-    @property
-    def num_units(self) -> int:
-        return self.rbm.n_units
 
     def log_z_train(self) -> Tensor:
         """Scalar surrogate: gradient ∇ log Z from the sampler's draws (one draw per training step)."""
