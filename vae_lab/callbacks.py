@@ -1,13 +1,15 @@
-"""Lightning callbacks that write a run's human-readable outputs."""
+"""Lightning callbacks that write a run's human-readable outputs and its metric history."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from vae_lab.outputs import TextOutput
+from vae_lab.outputs import TextOutput, publish
 
 
 class TestOutputsWriter(pl.Callback):
@@ -31,17 +33,59 @@ class TestOutputsWriter(pl.Callback):
             if "test" in pl_module.text_outputs:
                 hyps, refs = pl_module.text_outputs["test"]
                 outputs["reconstructions"] = TextOutput([f"{r}\t{h}" for h, r in zip(hyps, refs)],
-                                                        header="reference\tdecoding")
+                                                        columns=("reference", "decoding"), header=True)
             else:
                 batch = next(iter(trainer.datamodule.test_dataloader()))
                 batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
                 outputs["reconstructions"] = model.reconstruction_outputs(batch)
         model.train(was_training)
-        import wandb
-
         for name, output in outputs.items():
-            if output is None:
-                continue
-            output.write(self.output_dir, name)
-            if wandb.run is not None:  # logger=wandb
-                wandb.run.log({f"test/{name}": output.wandb_value()})
+            if output is not None:
+                publish(output, self.output_dir, name, key=f"test/{name}")
+
+
+class MetricHistoryWriter(pl.Callback):
+    """Every logged ``train/…`` value (each ``trainer.log_every_n_steps`` steps) and every validation's
+    ``val/…`` values, appended to ``history.jsonl`` in the run folder as one JSON object a line
+    (``{"step", "epoch", "<stage>/<name>": value, …}``), whatever the logger; rank 0 writes.
+    Rows reach the file at each validation and epoch end, with the checkpoints: a run stopped before
+    (a NaN loss) leaves none, and a run resumed from ``last.ckpt`` goes on from its last row.
+    ``python -m vae_lab.report`` draws the learning curves from it."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def _add(self, trainer: pl.Trainer, stage: str) -> None:
+        values = {key: float(value) for key, value in trainer.callback_metrics.items()
+                  if key.startswith(f"{stage}/") and torch.as_tensor(value).numel() == 1}
+        values = {key: value for key, value in sorted(values.items()) if math.isfinite(value)}
+        if values:
+            self.rows.append({"step": trainer.global_step, "epoch": trainer.current_epoch, **values})
+
+    def _flush(self) -> None:
+        if self.rows:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as file:
+                file.writelines(json.dumps(row) + "\n" for row in self.rows)
+            self.rows = []
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0:
+            self._add(trainer, "train")
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._add(trainer, "val")
+            self._flush()
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush()
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush()

@@ -1,8 +1,8 @@
 """What a family shows a person, by kind: lines of text, or a grid of images.
 
-A family's ``sample_outputs`` / ``reconstruction_outputs`` return one of these; the callbacks and the
-``sample`` mode write them (``samples.txt`` or ``samples.png``) and log them to wandb, never caring
-which kind they hold.
+A family's ``sample_outputs`` / ``reconstruction_outputs`` (and its modes: interpolations,
+conversions) return one of these; ``publish`` writes it (``samples.txt`` or ``samples.png``) and logs
+it to wandb (a table or an image), never caring which kind it holds.
 """
 from __future__ import annotations
 
@@ -19,18 +19,25 @@ from vae_lab.data.files import write_atomic
 
 @dataclass
 class TextOutput:
-    """Lines of text (decoded sentences, conversions); ``header`` is an optional first line."""
+    """Lines of text (decoded sentences, conversions), each of ``columns`` tab-separated fields (the
+    columns of its wandb table); ``header``: the file starts with a line of the column names."""
 
     lines: list[str]
-    header: str | None = None
+    columns: tuple[str, ...] = ("text",)
+    header: bool = False
 
     suffix = ".txt"
 
     def write(self, folder: Path, name: str) -> Path:
         path = Path(folder) / f"{name}{self.suffix}"
-        rows = ([self.header] if self.header else []) + self.lines
+        rows = (["\t".join(self.columns)] if self.header else []) + self.lines
         write_atomic(path, "\n".join(rows) + "\n")
         return path
+
+    def rows(self) -> list[list[str]]:
+        """Each line's fields, one per column (a last field keeps any further tabs; missing ones are '')."""
+        width = len(self.columns)
+        return [(line.split("\t", width - 1) + [""] * width)[:width] for line in self.lines]
 
     def show(self) -> None:
         for line in self.lines:
@@ -39,8 +46,7 @@ class TextOutput:
     def wandb_value(self):
         import wandb
 
-        columns = self.header.split("\t") if self.header else ["text"]
-        return wandb.Table(columns=columns, data=[line.split("\t")[: len(columns)] for line in self.lines])
+        return wandb.Table(columns=list(self.columns), data=self.rows())
 
 
 @dataclass
@@ -84,3 +90,14 @@ class ImageOutput:
         import wandb
 
         return wandb.Image(self.grid())
+
+
+def publish(output: TextOutput | ImageOutput, folder: Path, name: str, key: str | None = None) -> Path:
+    """Write ``output`` to ``folder/<name>.txt`` (or ``.png``) and, when a wandb run is active
+    (``logger=wandb``), log it under ``key`` (default: ``name``) as a table or an image."""
+    path = output.write(folder, name)
+    import wandb
+
+    if wandb.run is not None:
+        wandb.run.log({key or name: output.wandb_value()})
+    return path

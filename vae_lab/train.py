@@ -10,6 +10,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -104,6 +105,21 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentV
     )
 
 
+def sweep_run_name() -> str | None:
+    """A multirun job's name: its overrides of the keys its sweep varies (``annealing=cyclical,model.latent_dim=16``):
+    the command line's sweeps (in the sweep folder's ``multirun.yaml``) and ``hydra.sweeper.params`` (a
+    search space); without either, all the job's overrides."""
+    hydra_cfg = HydraConfig.get()
+    parser = OverridesParser.create()
+    swept = set(hydra_cfg.sweeper.get("params") or {})
+    saved = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if saved.is_file():
+        sweep_arguments = list(OmegaConf.load(saved).hydra.overrides.task)
+        swept |= {o.key_or_group for o in parser.parse_overrides(sweep_arguments) if o.is_sweep_override()}
+    job = [o.input_line for o in parser.parse_overrides(list(hydra_cfg.overrides.task)) if o.key_or_group in swept]
+    return ",".join(job) or hydra_cfg.job.override_dirname or None
+
+
 def build_loggers(cfg: DictConfig) -> list:
     if not cfg.get("logger"):
         return []
@@ -112,13 +128,21 @@ def build_loggers(cfg: DictConfig) -> list:
     for name, logger_cfg in cfg.logger.items():
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
+        summaries = {}
         if name == "wandb":
             output_dir(cfg).mkdir(parents=True, exist_ok=True)
             if multirun and not logger_cfg.get("group"):
                 with open_dict(logger_cfg):  # one wandb group per sweep, one run per job
                     logger_cfg.group = Path(HydraConfig.get().sweep.dir).name
-                    logger_cfg.name = HydraConfig.get().job.override_dirname or None
-        loggers.append(instantiate(logger_cfg))
+                    logger_cfg.name = sweep_run_name()
+            summaries = logger_cfg.get("summaries") or {}
+            logger_cfg = {key: value for key, value in logger_cfg.items() if key != "summaries"}
+        logger = instantiate(logger_cfg)
+        for summary, keys in summaries.items():  # the run summary keeps the best value, not the last
+            for key in keys:
+                logger.experiment.define_metric(key, summary=summary, step_metric="trainer/global_step",
+                                                step_sync=True)
+        loggers.append(logger)
     return loggers
 
 
@@ -204,6 +228,7 @@ def mode_of_family(cfg: DictConfig) -> dict[str, float]:
     """A mode the family offers (validated against ``family_modes``), run on the restored model."""
     cfg, module, datamodule, _ = restore(cfg)
     module.eval()
+    log_config(build_loggers(cfg), cfg)  # a wandb run for the mode's tables (vae_lab.outputs.publish)
     module.model.run_mode(cfg.mode, cfg, datamodule, output_dir(cfg))
     return {}
 

@@ -4,15 +4,15 @@ One word: ``mode=convert word=abandon source=sp target=p`` prints ``abandon (sp)
 A file: ``mode=convert words_file=verbs.txt source=sp target=p``; each line is ``word`` (converted
 ``source`` -> ``target``) or ``word source target``; ``# …`` and blank lines are skipped. The
 conversions are printed and written to ``conversions.txt`` in the run folder, one
-``word<TAB>source<TAB>target<TAB>conversion`` a line.
+``word<TAB>source<TAB>target<TAB>conversion`` a line (and logged as a table with ``logger=wandb``).
 """
 from __future__ import annotations
 
 import pathlib
 
-from vae_lab.data.files import write_atomic
 from vae_lab.data.verb_tense import TENSES, CharTokenizer, tense_index
 from vae_lab.errors import ConfigError
+from vae_lab.outputs import TextOutput, publish
 
 
 def _setting(cfg, key: str):
@@ -65,7 +65,6 @@ def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
     for (w, s, t), conversion in zip(requests, converted):
         print(f"{w} ({TENSES[s]}) -> {conversion} ({TENSES[t]})")
         lines.append(f"{w}\t{TENSES[s]}\t{TENSES[t]}\t{conversion}")
-    if word is not None:
-        return {"conversions": 1}
-    write_atomic(pathlib.Path(run_dir) / "conversions.txt", "\n".join(lines) + "\n")
+    conversions = TextOutput(lines, columns=("word", "source", "target", "conversion"))
+    publish(conversions, pathlib.Path(run_dir), "conversions")  # conversions.txt, and a wandb table
     return {"conversions": len(converted)}

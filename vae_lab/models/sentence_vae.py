@@ -17,7 +17,7 @@ from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, host_lengths
 from vae_lab.objectives import LogWeights
-from vae_lab.outputs import TextOutput
+from vae_lab.outputs import TextOutput, publish
 from vae_lab.posteriors import GaussianPosterior
 from vae_lab.posteriors.gaussian import GaussianParams
 from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
@@ -188,9 +188,9 @@ class SentenceVAE(LatentVariableModel):
             raise ConfigError(f"mode=interpolate needs {' and '.join(k + '=…' for k in missing)} "
                               '(e.g. \'sentence_a="the company said"\' \'sentence_b="the market fell"\')')
         steps = 5 if cfg.get("steps") is None else cfg.steps  # validated with the config (vae_lab/validation.py)
-        path = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps))
+        path = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps), columns=("decoding",))
         path.show()
-        path.write(output_dir, "interpolation")
+        publish(path, output_dir, "interpolation")  # and a wandb table
 
     def interpolate(self, sentence_a: str, sentence_b: str, steps: int = 5) -> list[str]:
         """Homotopy: decode greedily along the line between the posterior means of two sentences,
