@@ -6,11 +6,14 @@
 For a model trained with ``prior=aggregate``, the prior is re-set for each weight a to
 a N(0, I) + (1 - a) (aggregate posterior of the training forms); a = 1 is N(0, I) itself. For each
 it prints the Gaussian score on ``--draws`` prior draws and the importance-weighted NLL (``--samples``
-draws an example) of the val and test conversion pairs, as a Markdown table.
+draws an example) of the val and test conversion pairs, as a Markdown table, and writes them to
+``--json`` (default: ``cvae_prior_frontier.json`` in the checkpoint's run folder), which
+``python -m vae_lab.report <run folder>`` plots.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +47,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=20, help="importance samples for the NLL")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="the figures as JSON (default: cvae_prior_frontier.json in the checkpoint's run folder)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
@@ -56,6 +61,7 @@ def main() -> None:
     datamodule.setup("fit")
     model.prepare_evaluation(datamodule)
     print("| N(0, I) weight | Gaussian score | val NLL | test NLL |\n|---|---|---|---|")
+    rows = []
     for weight in args.weights:
         if weight >= 1.0:
             model.prior.fitted.fill_(False)  # unfitted, the prior is N(0, I)
@@ -66,6 +72,13 @@ def main() -> None:
         val = mean_nll(model, datamodule.val_dataloader(), args.samples)
         test = mean_nll(model, datamodule.test_dataloader(), args.samples)
         print(f"| {weight:g} | {score:.3f} | {val:.2f} | {test:.2f} |", flush=True)
+        rows.append({"normal_weight": weight, "gaussian_score": score, "val_nll": val, "test_nll": test})
+    run_dir = args.checkpoint.resolve().parent
+    run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
+    path = args.json or run_dir / "cvae_prior_frontier.json"
+    path.write_text(json.dumps({"checkpoint": str(args.checkpoint), "draws": args.draws, "samples": args.samples,
+                                "rows": rows}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

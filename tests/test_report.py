@@ -1,0 +1,166 @@
+"""``python -m vae_lab.report``: one table per model family from a sweep's runs (the overrides that vary
+are its columns, the cells are metrics.json's values) and PNG plots beside it, only where their data
+exist: learning curves (history.jsonl), NLL against a numeric override, the CVAE prior frontier, the
+RBM samplers' log Z error against time."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vae_lab.report import format_value, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def tables(report: str) -> dict[str, list[dict[str, str]]]:
+    """Each ``## <title>`` section's first Markdown table, as rows of {column: cell}."""
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    found, title, lines = {}, None, report.splitlines()
+    for index, line in enumerate(lines[:-1]):
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("|") and title not in found and set(lines[index + 1]) <= set("|-"):
+            header, rows = cells(line), []
+            for row in lines[index + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, cells(row))))
+            found[title] = rows
+    return found
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[0] > 200 and image.size[1] > 200
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A real two-job sweep (two validations each), then the report of its folder."""
+    tmp = tmp_path_factory.mktemp("report")
+    result = python("-m", "vae_lab", "-m", "debug=fast", "logger=none", "torch_threads=1", "trainer.max_epochs=2",
+                    "annealing=linear,cyclical", f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = python("-m", "vae_lab.report", str(tmp / "sweep"), cwd=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "sweep"
+
+
+def test_a_sweep_gives_one_table_whose_columns_are_its_varying_overrides(sweep):
+    report = (sweep / "report.md").read_text()
+    assert "Common overrides: `debug=fast logger=none torch_threads=1 trainer.max_epochs=2`" in report
+    (rows,) = tables(report).values()
+    assert list(rows[0])[:2] == ["annealing", "test/nll"]
+    assert {"test/ppl", "test/elbo", "test/kl", "test/bleu", "test/active_units"} <= set(rows[0])
+    by_annealing = {row["annealing"]: row for row in rows}
+    assert set(by_annealing) == {"linear", "cyclical"}
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        annealing = (sweep / job / ".hydra" / "overrides.yaml").read_text().split("annealing=")[1].split()[0]
+        for key, cell in by_annealing[annealing].items():
+            if key != "annealing":
+                assert cell == format_value(metrics[key]), key
+                assert float(cell) == pytest.approx(metrics[key], rel=1e-3, abs=1e-9), key
+
+
+def test_the_learning_curves_come_from_each_runs_history(sweep):
+    assert_png(sweep / "learning_curves_sentence_vae.png")
+    assert "![learning curves](learning_curves_sentence_vae.png)" in (sweep / "report.md").read_text()
+    assert not list(sweep.glob("nll_vs_*.png"))  # nothing numeric varies
+    for job in ("0", "1"):
+        history = [json.loads(line) for line in (sweep / job / "history.jsonl").read_text().splitlines()]
+        validations = [row for row in history if "val/nll" in row]
+        assert [row["epoch"] for row in validations] == [0, 1]
+        final = json.loads((sweep / job / "metrics.json").read_text())["val/nll"]
+        assert validations[-1]["val/nll"] == pytest.approx(final, rel=1e-6)  # as logged: float32
+        assert len([row for row in history if "train/loss" in row]) == 10  # 5 steps an epoch, each logged
+
+
+def fake_run(folder: Path, overrides: list[str], metrics: dict, target: str, history: list[dict] = ()) -> None:
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {line}\n" for line in overrides))
+    (folder / ".hydra" / "config.yaml").write_text(f"model:\n  _target_: {target}\n  latent_dim: 8\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if history:
+        (folder / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+
+
+def test_families_get_their_own_tables_and_nll_against_k(tmp_path):
+    image, text = "vae_lab.models.image_vae.ImageVAE", "vae_lab.models.sentence_vae.SentenceVAE"
+    for index, (model, k, nll) in enumerate([("dvaes_power", 1, 93.34), ("dvaes_power", 5, 91.63),
+                                             ("dvaepp_power", 1, 93.09), ("dvaepp_power", 5, 92.5)]):
+        fake_run(tmp_path / "dvae" / str(index), ["experiment=dvae_cpu_table", f"model={model}", f"k={k}",
+                                                  "paths.output_dir=/elsewhere"],
+                 {"test/nll": nll, "val/nll": nll + 1.6, "test/elbo": -100.25, "test/log_z": 31.4159}, image)
+    fake_run(tmp_path / "text", ["debug=fast"], {"test/nll": 146.42, "test/ppl": 1066.9, "test/bleu": 0.0002},
+             text, history=[{"step": 5, "epoch": 0, "val/nll": 160.0}, {"step": 10, "epoch": 1, "val/nll": 150.0}])
+    out = write_report([tmp_path], tmp_path / "out" / "report.md")
+    found = tables(out.read_text())
+    assert set(found) == {"ImageVAE (4 runs)", "SentenceVAE (1 run)"}
+    dvae = found["ImageVAE (4 runs)"]
+    assert list(dvae[0]) == ["model", "k", "test/nll", "test/elbo", "test/log_z", "val/nll"]  # paths.… is no column
+    assert [(row["model"], row["k"], row["test/nll"]) for row in dvae] == [
+        ("dvaepp_power", "1", "93.09"), ("dvaepp_power", "5", "92.50"), ("dvaes_power", "1", "93.34"),
+        ("dvaes_power", "5", "91.63")]
+    assert dvae[0]["test/log_z"] == "31.42" and dvae[0]["test/elbo"] == "-100.2"
+    assert list(found["SentenceVAE (1 run)"][0]) == ["test/nll", "test/ppl", "test/bleu"]
+    assert sorted(path.name for path in out.parent.glob("*.png")) == [
+        "learning_curves_sentence_vae.png", "nll_vs_k_image_vae.png"]  # the DVAE runs have no history
+    for path in out.parent.glob("*.png"):
+        assert_png(path)
+
+
+def test_the_cvae_prior_frontier_is_plotted_from_its_script(tmp_path):
+    """A debug=fast CVAE with prior=aggregate, experiments/cvae_prior_frontier.py on its checkpoint
+    (which writes cvae_prior_frontier.json to the run folder), then the report of the run folder."""
+    run = tmp_path / "run"
+    result = python("-m", "vae_lab", "experiment=verb_tense", "debug=fast", "prior=aggregate", "logger=none",
+                    "torch_threads=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = python(str(ROOT / "experiments" / "cvae_prior_frontier.py"), str(run / "checkpoints" / "best.ckpt"),
+                    "--weights", "0", "0.5", "1", "--draws", "20", "--samples", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    frontier = json.loads((run / "cvae_prior_frontier.json").read_text())
+    assert [row["normal_weight"] for row in frontier["rows"]] == [0, 0.5, 1]
+    result = python("-m", "vae_lab.report", str(run), "--out", str(tmp_path / "report" / "report.md"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = tables((tmp_path / "report" / "report.md").read_text())
+    assert "gaussian_score" in " ".join(found["TenseCVAE (1 run)"][0])
+    (rows,) = [rows for title, rows in found.items() if title.startswith("CVAE prior frontier")]
+    assert [row["test NLL"] for row in rows] == [f"{row['test_nll']:.2f}" for row in frontier["rows"]]
+    assert_png(tmp_path / "report" / "cvae_prior_frontier.png")
+
+
+def test_the_samplers_log_z_error_is_plotted_from_bench_rbm_json(tmp_path):
+    curves = {"AIS (1024 chains)": [{"temperatures": 10, "seconds": 0.01, "rms_error": 0.5},
+                                    {"temperatures": 100, "seconds": 0.1, "rms_error": 0.05}],
+              "population annealing (1000 chains)": [{"temperatures": 10, "seconds": 0.02, "rms_error": 0.3}]}
+    (tmp_path / "bench_rbm.json").write_text(json.dumps({"gibbs": [], "error_vs_time": {
+        "rbm": "20+20", "exact_log_z": 31.0, "seeds": 2, "curves": curves}}))
+    out = write_report([tmp_path], tmp_path / "report.md")
+    (rows,) = [rows for title, rows in tables(out.read_text()).items() if title.startswith("RBM log Z error")]
+    assert [(row["temperatures"], row["RMS error (nats)"]) for row in rows] == [("10", "0.5000"), ("100", "0.0500"),
+                                                                                ("10", "0.3000")]
+    assert_png(tmp_path / "log_z_error_vs_time.png")
+    assert [path.name for path in tmp_path.glob("*.png")] == ["log_z_error_vs_time.png"]
+
+
+def test_a_missing_or_empty_folder_is_one_line(tmp_path):
+    for folder, message in ((tmp_path / "nowhere", "error: no folder"), (tmp_path, "error: no metrics.json")):
+        result = python("-m", "vae_lab.report", str(folder), cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.strip().startswith(message), result.stderr
+        assert "Traceback" not in result.stderr
