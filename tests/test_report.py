@@ -62,6 +62,8 @@ def sweep(tmp_path_factory) -> Path:
 
 def test_a_sweep_gives_one_table_whose_columns_are_its_varying_overrides(sweep):
     report = (sweep / "report.md").read_text()
+    assert (f"- `{sweep}`, made by `python -m vae_lab -m hydra.sweep.dir={sweep} debug=fast logger=none "
+            "torch_threads=1 trainer.max_epochs=2 annealing=linear,cyclical`") in report
     assert "Common overrides: `debug=fast logger=none torch_threads=1 trainer.max_epochs=2`" in report
     (rows,) = tables(report).values()
     assert list(rows[0])[:2] == ["annealing", "test/nll"]

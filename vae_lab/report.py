@@ -95,6 +95,16 @@ def checked_runs(roots: list[Path]) -> list[Run]:
     return runs
 
 
+def command_of(root: Path) -> str | None:
+    """The command that made a sweep folder (its ``multirun.yaml``) or a run folder (``.hydra/``), if known."""
+    sweep, run = Path(root) / "multirun.yaml", Path(root) / ".hydra" / "hydra.yaml"
+    if not sweep.is_file() and not run.is_file():
+        return None
+    overrides = yaml.safe_load((sweep if sweep.is_file() else run).read_text())["hydra"]["overrides"]
+    arguments = [o for o in overrides.get("hydra") or [] if o != "hydra.mode=MULTIRUN"] + list(overrides["task"])
+    return " ".join(["python -m vae_lab", *(["-m"] if sweep.is_file() else []), *map(shlex.quote, arguments)])
+
+
 def varying_keys(runs: list[Run]) -> list[str]:
     """The override keys whose value differs between the runs (absent counts as a value), first-seen order."""
     keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
@@ -301,8 +311,11 @@ def write_report(roots: list[Path], out: Path, keys: list[str] = METRIC_KEYS) ->
                          f"{', '.join(map(str, roots))}: nothing to report")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m vae_lab.report " + " ".join(shlex.quote(str(root)) for root in roots)
-    lines = ["# Report", "", f"{len(runs)} runs under {', '.join(f'`{root}`' for root in roots)}; "
-             f"regenerate with `{command}`.", ""]
+    lines = ["# Report", "", f"{len(runs)} runs; this report: `{command}`", ""]
+    for root in roots:
+        made_by = command_of(root)
+        lines.append(f"- `{root}`" + (f", made by `{made_by}`" if made_by else ""))
+    lines.append("")
     families: dict[str, list[Run]] = {}
     for run in runs:
         families.setdefault(run.family, []).append(run)
