@@ -4,7 +4,8 @@
 
 Prints, for 100+100 and 200+200 units with 1000 chains: block-Gibbs sweeps per second, the time of the
 two plain matmuls of a sweep's shapes measured in the same run (the matmul bound) and the fraction of
-that bound a sweep reaches, the split of a sweep's time (matmul / sigmoid / uniforms), the time of one
+that bound a sweep reaches, the split of a sweep's time (matmul / sigmoid / uniforms), a sweep's time over one plain
+[chains]x n x n matmul (target: at most 3), the time of one
 population-annealing log Z and of one AIS evaluation log Z (default settings). Then, on a 20+20 RBM with
 exact log Z, the RMS log Z error of AIS and population annealing against wall time over a sweep of
 temperature counts (and AIS's own standard error), plotted to experiments/results/rbm_log_z_error_vs_time.png; all figures go to
@@ -75,13 +76,14 @@ def bench_gibbs(n: int, num_chains: int, device: torch.device, rounds: int) -> d
 
     matmul_s = best_time(matmuls, device, sweeps, rounds)
     sigmoid_s = 2 * best_time(lambda: out_right.sigmoid_(), device, sweeps, rounds)
-    uniform_s = 2 * best_time(lambda: torch.rand(out_left.shape, generator=generator, out=out_left), device,
-                              sweeps, rounds)
+    uniform_s = 2 * best_time(lambda: sweeper.words_left.draw(generator), device, sweeps, rounds)
+    one_matmul_s = best_time(lambda: torch.mm(z_left, w, out=out_right), device, sweeps, rounds)
     flops = 2 * 2 * num_chains * n * n
     return {"units": f"{n}+{n}", "chains": num_chains, "sweeps_per_s": 1 / sweep_s, "sweep_ms": 1e3 * sweep_s,
             "matmul_bound_ms": 1e3 * matmul_s, "fraction_of_matmul_bound": matmul_s / sweep_s,
             "sweep_gflops": flops / sweep_s / 1e9, "matmul_gflops": flops / matmul_s / 1e9,
-            "sigmoid_ms": 1e3 * sigmoid_s, "uniforms_ms": 1e3 * uniform_s}
+            "sigmoid_ms": 1e3 * sigmoid_s, "uniforms_ms": 1e3 * uniform_s,
+            "one_matmul_ms": 1e3 * one_matmul_s, "sweep_over_one_matmul": sweep_s / one_matmul_s}
 
 
 def bench_log_z(n: int, device: torch.device) -> dict:
@@ -163,6 +165,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="runs per point of the error-vs-time curves")
     parser.add_argument("--plot-scale", type=float, default=1.0, help="std of the 20+20 RBM's parameters")
     parser.add_argument("--quick", action="store_true", help="fewer points, for a smoke test")
+    parser.add_argument("--gibbs-only", action="store_true", help="only the sweep timings (no log Z figures)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -182,8 +185,11 @@ def main() -> None:
               f"{100 * gibbs['fraction_of_matmul_bound']:.0f}% of it, {gibbs['sweep_gflops']:.1f} of "
               f"{gibbs['matmul_gflops']:.1f} GFLOP/s; sigmoids {gibbs['sigmoid_ms']:.3f} ms, "
               f"uniforms {gibbs['uniforms_ms']:.3f} ms)", flush=True)
-        verdict = "met" if gibbs["fraction_of_matmul_bound"] >= 0.5 else "NOT met"
-        print(f"  target (sweep within 2x of the matmul bound, >= 50%): {verdict}", flush=True)
+        verdict = "met" if gibbs["sweep_over_one_matmul"] <= 3 else "NOT met"
+        print(f"  a sweep takes {gibbs['sweep_over_one_matmul']:.2f}x one {args.chains}x{n}x{n} matmul "
+              f"({gibbs['one_matmul_ms']:.3f} ms); target <= 3x: {verdict}", flush=True)
+    if args.gibbs_only:
+        return
     for n in (100, 200):
         log_z = bench_log_z(n, device)
         report["log_z"].append(log_z)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tests.rbm_helpers import random_gaussian_rbm
-from vae_lab.priors import RBM, enumerate_states
+from vae_lab.priors import RBM, GibbsSweeper, enumerate_states
+from vae_lab.priors.boltzmann import UniformWords, bernoulli_from_words_
 
 
 def random_rbm(n_left, n_right, scale=0.5, seed=0, dtype=torch.float64):
@@ -123,3 +124,44 @@ def test_mean_field_reaches_a_fixed_point():
     batched, _ = rbm.mean_field(torch.rand(2, 3, 6, dtype=torch.float64), num_iterations=500, tolerance=1e-12)
     assert batched.shape == (2, 3, 6)
     assert torch.allclose(batched, q_left.expand(2, 3, 6), atol=1e-6)  # weak coupling: unique fixed point
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_from_words_is_within_two_to_the_minus_16_of_p(dtype):
+    """Over all 2^16 words (each equally likely), the share that gives z = 1 is p rounded to a multiple
+    of 2^-16: exact at 0 and 1, never further than 2^-16 from p."""
+    words = torch.arange(-(2**15), 2**15, dtype=torch.int16)  # every signed 16-bit word once
+    probs = torch.cat([torch.tensor([0.0, 1.0, 0.5, 2.0**-17, 1 - 2.0**-17, 1e-9]),
+                       torch.rand(200, generator=torch.Generator().manual_seed(0))]).to(dtype)
+    for p in probs:
+        z = bernoulli_from_words_(p.expand(words.shape).clone(), words)
+        assert set(z.unique().tolist()) <= {0.0, 1.0}
+        share = float(z.double().mean())
+        assert abs(share - float(p)) <= 2.0**-16, (float(p), share)
+    assert bernoulli_from_words_(torch.zeros(words.shape, dtype=dtype), words).sum() == 0
+    assert bernoulli_from_words_(torch.ones(words.shape, dtype=dtype), words).sum() == words.numel()
+
+
+def test_uniform_words_are_uniform_and_seeded():
+    words = UniformWords((400, 250))
+    first = words.draw(torch.Generator().manual_seed(5)).clone()
+    assert torch.equal(first, words.draw(torch.Generator().manual_seed(5)))
+    counts = torch.bincount((first.long() + 2**15).flatten() >> 12, minlength=16).double()  # 16 bins
+    expected = first.numel() / 16
+    assert float(((counts - expected) ** 2 / expected).sum()) < 45  # chi-square, 15 dof: p < 1e-4
+    bits = ((first.long()[..., None] >> torch.arange(16)) & 1).double().mean((0, 1))  # every bit fair
+    assert float((bits - 0.5).abs().max()) < 4.5 * 0.5 / first.numel() ** 0.5
+
+
+def test_gibbs_sweeper_conditionals_match_sigmoid():
+    rbm = random_rbm(6, 8, 1.0, dtype=torch.float32)
+    sweeper = GibbsSweeper(20000, 6, 8)
+    sweeper.set_params(*(p.detach() for p in (rbm.bias_left, rbm.bias_right, rbm.weight)))
+    sweeper.generator = torch.Generator().manual_seed(2)
+    z_left = (torch.rand(20000, 6, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    z_right = sweeper.sweep_right(z_left).clone()
+    probs = torch.sigmoid(rbm.logits_right(z_left)).detach()
+    assert ((z_right - probs).sum(0) / (probs * (1 - probs)).sum(0).sqrt()).abs().max() < 4.5
+    z_left_new = sweeper.sweep_left(z_right)
+    probs = torch.sigmoid(rbm.logits_left(z_right)).detach()
+    assert ((z_left_new - probs).sum(0) / (probs * (1 - probs)).sum(0).sqrt()).abs().max() < 4.5

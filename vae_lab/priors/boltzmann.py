@@ -9,6 +9,8 @@ which is what `exact_log_z` enumerates and what the annealing samplers anneal.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -202,20 +204,49 @@ def _chunk_log_z(side: str, states: Tensor, bias_left: Tensor, bias_right: Tenso
     return torch.logsumexp(-_enumerated_free_energy(side, states, bias_left, bias_right, weight), dim=0)
 
 
+UNIFORM_LEVELS = 2**16  # a Bernoulli draw compares p * 2^16 with a 16-bit uniform integer
+
+
+class UniformWords:
+    """A reused buffer of 16-bit uniform integers (``torch.int16``, signed: CUDA compares them too) of a
+    given shape, refilled four to a full-range 64-bit draw of a generator: a quarter of
+    ``torch.rand``'s calls of the generator, which is serial on the CPU."""
+
+    def __init__(self, shape: tuple[int, ...], *, device=None):
+        count = math.prod(shape)
+        self.bits = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
+        self.words = self.bits.view(torch.int16)[:count].view(shape)
+
+    def draw(self, generator: torch.Generator | None) -> Tensor:
+        """Fresh independent words, uniform on {-2^15, …, 2^15 - 1}, in the buffer (returned)."""
+        self.bits.random_(-(2**63), None, generator=generator)
+        return self.words
+
+
+def bernoulli_from_words_(probs: Tensor, words: Tensor) -> Tensor:
+    """Overwrite ``probs`` in place with Bernoulli draws (1.0/0.0): z = [s < 2^16 p - 2^15], s uniform
+    on the signed 16-bit integers (``UniformWords``). P(z = 1) = p rounded to a multiple of 2^-16:
+    exact at p = 0 and p = 1, within 2^-16 of p elsewhere (tests/test_rbm.py counts it over all 2^16
+    words)."""
+    return probs.mul_(UNIFORM_LEVELS).sub_(UNIFORM_LEVELS // 2).gt_(words)
+
+
 class GibbsSweeper:
     """Preallocated block-Gibbs kernel for [chains] chains of an RBM with parameters (a, b, scale * W).
 
-    Sampling is u < sigmoid(logits) with u ~ U[0, 1) from the given generator; the logits go through
-    `torch.addmm` into buffers that are reused, so a sweep allocates nothing. The returned z tensors are
-    those buffers: clone them before the next sweep if they must be kept.
+    Sampling compares 2^16 sigmoid(logits) with 16-bit uniform integers, four of them from each 64-bit
+    draw of the given generator (``bernoulli_from_words_``: the probability is rounded to a multiple
+    of 2^-16). The logits go through ``torch.addmm`` into buffers that are reused, so a sweep
+    allocates nothing. The returned z tensors are those buffers: clone them before the next sweep if
+    they must be kept.
     """
 
     def __init__(self, num_chains: int, n_left: int, n_right: int, *, device=None, dtype=None):
         factory = {"device": device, "dtype": dtype}
         self.z_left = torch.empty(num_chains, n_left, **factory)  # [chains, n_left]
         self.z_right = torch.empty(num_chains, n_right, **factory)  # [chains, n_right]
-        self.uniform_left = torch.empty(num_chains, n_left, **factory)  # [chains, n_left]
-        self.uniform_right = torch.empty(num_chains, n_right, **factory)  # [chains, n_right]
+        self.words_left = UniformWords((num_chains, n_left), device=device)
+        self.words_right = UniformWords((num_chains, n_right), device=device)
         self.generator: torch.Generator | None = None
 
     def set_params(self, bias_left: Tensor, bias_right: Tensor, weight: Tensor, scale: float = 1.0) -> None:
@@ -223,23 +254,22 @@ class GibbsSweeper:
         self.bias_left, self.bias_right, self.scale = bias_left, bias_right, scale
         self.weight, self.weight_t = weight, weight.t()
 
+    def _draw(self, probs: Tensor, words: UniformWords) -> Tensor:
+        return bernoulli_from_words_(probs, words.draw(self.generator))
+
     def right_from_logits(self, logits: Tensor) -> Tensor:
         """z_right ~ Bernoulli(sigmoid(logits)), [chains, n_right] (buffer)."""
-        torch.sigmoid(logits, out=self.z_right)
-        torch.rand(self.z_right.shape, generator=self.generator, out=self.uniform_right)
-        return self.z_right.gt_(self.uniform_right)
+        return self._draw(torch.sigmoid(logits, out=self.z_right), self.words_right)
 
     def sweep_right(self, z_left: Tensor) -> Tensor:
         """z_right ~ p(z_right | z_left), logits b + scale * z_left W, [chains, n_right] (buffer)."""
         torch.addmm(self.bias_right, z_left, self.weight, alpha=self.scale, out=self.z_right)
-        torch.rand(self.z_right.shape, generator=self.generator, out=self.uniform_right)
-        return self.z_right.sigmoid_().gt_(self.uniform_right)
+        return self._draw(self.z_right.sigmoid_(), self.words_right)
 
     def sweep_left(self, z_right: Tensor) -> Tensor:
         """z_left ~ p(z_left | z_right), logits a + scale * W z_right, [chains, n_left] (buffer)."""
         torch.addmm(self.bias_left, z_right, self.weight_t, alpha=self.scale, out=self.z_left)
-        torch.rand(self.z_left.shape, generator=self.generator, out=self.uniform_left)
-        return self.z_left.sigmoid_().gt_(self.uniform_left)
+        return self._draw(self.z_left.sigmoid_(), self.words_left)
 
     def run(self, z_left: Tensor, num_sweeps: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """num_sweeps sweeps (z_right | z_left, then z_left | z_right) from z_left; returns (z_left, z_right) buffers.
