@@ -93,8 +93,8 @@ def test_nan_loss_stops_with_a_clear_error(make_config, monkeypatch):
 
     real = SentenceVAE.log_weights
 
-    def nan_after_two_steps(self, batch, num_samples=1):
-        log_weights = real(self, batch, num_samples)
+    def nan_after_two_steps(self, batch, num_samples=1, encoded=None):
+        log_weights = real(self, batch, num_samples, encoded)
         self.calls = getattr(self, "calls", 0) + 1
         if self.calls > 2:
             log_weights.log_likelihood = log_weights.log_likelihood * float("nan")

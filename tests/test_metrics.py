@@ -19,7 +19,7 @@ class LinearGaussian(LatentVariableModel):
         super().__init__()
         self.noise_var, self.posterior_scale = noise_std ** 2, posterior_scale
 
-    def log_weights(self, batch, num_samples=1):
+    def log_weights(self, batch, num_samples=1, encoded=None):
         x = batch["x"]  # [batch]
         post_var = self.noise_var / (1 + self.noise_var)
         mean = (x / (1 + self.noise_var)).unsqueeze(-1)

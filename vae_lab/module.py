@@ -36,7 +36,7 @@ class LatentVariableModule(pl.LightningModule):
     def __init__(self, model: LatentVariableModel, optimizer: Callable, kl_weight_schedule: Callable[[int], float],
                  k: int = 1, bound: str = "elbo", free_bits: float = 0.0, free_bits_per_dim: bool = True,
                  val_samples: int = 10, test_samples: int = 500, chunk_size: int = 50,
-                 text_metrics: bool = True, max_text_batches: int | None = None,
+                 chunk_units: int | None = None, text_metrics: bool = True, max_text_batches: int | None = None,
                  lr_scheduler: Callable | None = None, check_finite_every: int = 50,
                  config: dict | None = None):
         super().__init__()
@@ -44,7 +44,8 @@ class LatentVariableModule(pl.LightningModule):
         self.kl_weight_schedule, self.k, self.bound = kl_weight_schedule, k, bound
         self.free_bits, self.free_bits_per_dim = free_bits, free_bits_per_dim
         self.num_eval_samples = {"val": val_samples, "test": test_samples}
-        self.chunk_size, self.use_text_metrics, self.max_text_batches = chunk_size, text_metrics, max_text_batches
+        self.chunk_size, self.chunk_units = chunk_size, chunk_units
+        self.use_text_metrics, self.max_text_batches = text_metrics, max_text_batches
         self.check_finite_every, self.config = check_finite_every, config
         self.eval_sums = nn.ModuleDict({stage: nn.ModuleDict({name: SumMetric() for name in EVAL_SUMS})
                                         for stage in ("val", "test")})
@@ -71,8 +72,10 @@ class LatentVariableModule(pl.LightningModule):
         self.log("train/kl_weight", kl_weight, batch_size=batch_size)
         for name, value in extra.items():
             self.log(f"train/{name}", float(value), batch_size=batch_size)
+        if log_weights.num_units is not None:
+            values["units"] = log_weights.num_units
         for name, value in values.items():
-            self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach().sum()
+            self._train_sums[name] = self._train_sums.get(name, 0.0) + value.detach().double().sum()
         self._train_sums["count"] = self._train_sums.get("count", 0) + batch_size
         return loss
 
@@ -89,25 +92,36 @@ class LatentVariableModule(pl.LightningModule):
                 "no metrics were written")
 
     def on_train_epoch_end(self) -> None:
-        count = self._train_sums.pop("count", 0)
-        if count:
-            means = {f"train/{k}": float(v) / count for k, v in self._train_sums.items()}
-            self.final_metrics.update(means)
-            self.final_metrics["train/kl_weight"] = float(self.kl_weight_schedule(self.global_step))
+        """The epoch's ``train/…`` means over the examples of every rank (DDP: the ranks' sums, added),
+        and what they counted: ``train/examples``, ``train/units`` (predicted tokens or characters)."""
+        names = ("elbo", "rec", "kl", "bound", "units", "count")  # the same on every rank, in this order
+        local = torch.stack([torch.as_tensor(self._train_sums.get(name, 0.0), dtype=torch.float64, device=self.device)
+                             for name in names])
+        sums = dict(zip(names, self.trainer.strategy.reduce(local, reduce_op="sum").tolist()))
         self._train_sums = {}
+        count = sums.pop("count")
+        if count:
+            self.final_metrics.update({f"train/{name}": sums[name] / count for name in ("elbo", "rec", "kl", "bound")})
+            self.final_metrics["train/kl_weight"] = float(self.kl_weight_schedule(self.global_step))
+            self.final_metrics["train/examples"] = count
+            if sums["units"] > 0:
+                self.final_metrics["train/units"] = sums["units"]
 
     # -- evaluation
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
         log_weights = self.model.log_weights(batch, self.k)  # the ELBO parts and the bound at the training k
         out = training_objective(log_weights, 1.0)
-        nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], self.chunk_size)
         units = log_weights.num_units if log_weights.num_units is not None else torch.zeros_like(out.elbo)
+        # draws per decoder pass: a budget of predicted units (tokens) where the family counts them
+        chunk = self.chunk_size if self.chunk_units is None or log_weights.num_units is None else \
+            max(1, self.chunk_units // max(1, int(units.sum())))
+        nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], chunk, log_weights.encoded)
         sums = self.eval_sums[stage]
         for name, value in (("elbo", out.elbo), ("rec", out.reconstruction_nll), ("kl", out.kl),
                             ("bound", out.bound), ("nll", nll),
                             ("units", units), ("count", torch.ones_like(out.elbo))):
             sums[name].update(value.double().sum())
-        posterior = self.model.encode(batch)
+        posterior = log_weights.encoded if log_weights.encoded is not None else self.model.encode(batch)
         if posterior is not None:
             self.posterior_type = type(posterior)
             self.eval_posteriors[stage].update(posterior.pack())
@@ -162,9 +176,14 @@ class LatentVariableModule(pl.LightningModule):
             metrics.update(self.model.text_metrics(hyps, refs))
         if self.trainer is not None:
             metrics.update(self.model.epoch_metrics(self.trainer.datamodule, stage))
+        metrics["examples"] = sums["count"]  # what was evaluated: the whole split, on all ranks together
+        if sums["units"] > 0:
+            metrics["units"] = sums["units"]
         if not self.trainer.sanity_checking:
             self.final_metrics.update({f"{stage}/{k}": float(v) for k, v in metrics.items()})
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
+        # every value is already over all ranks (synced sums, gathered posteriors and texts): the
+        # ranks' mean of equal values leaves it unchanged, and Lightning knows it is synced
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
 
     @staticmethod
     def _gather_text(hyps: list[str], refs: list[str]) -> tuple[list[str], list[str]]:
@@ -191,6 +210,20 @@ class LatentVariableModule(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer=optimizer),
                                                          "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip here, not through the precision plugin: Lightning's mixed-precision plugin refuses a fused
+        optimizer (``optimizer.fused``) even under bf16-mixed, where no gradient scaler exists and the
+        gradients are already the true ones. Under 16-mixed the scaler must unscale first: Lightning's
+        own path (which says to set ``optimizer.fused=false``)."""
+        if not gradient_clip_val:
+            return
+        if str(self.trainer.precision).startswith("16"):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        elif gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.config is not None:

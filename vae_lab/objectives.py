@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +25,9 @@ class LogWeights:
     a sum over latent dimensions (Gaussian posterior and prior; free bits per dimension need it), or as
     ``analytic_kl`` ``[batch]`` when it is not (an RBM cross-entropy minus a posterior entropy).
     ``num_units`` is the number of predicted units per example ``[batch]`` (tokens incl. <eos>,
-    characters) for perplexities; None where perplexity means nothing (images).
+    characters) for perplexities; None where perplexity means nothing (images). ``encoded`` holds the
+    posterior parameters the draws came from (``GaussianParams``) when they do not depend on the draws:
+    evaluation passes them back to ``log_weights(…, encoded=…)`` so each batch is encoded once.
     """
 
     log_likelihood: Tensor
@@ -33,6 +36,7 @@ class LogWeights:
     kl_per_dim: Tensor | None = None
     analytic_kl: Tensor | None = None
     num_units: Tensor | None = None
+    encoded: Any = None
 
     @property
     def total(self) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -99,6 +100,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentV
         val_samples=cfg.eval.val_samples,
         test_samples=cfg.eval.test_samples,
         chunk_size=cfg.eval.chunk_size,
+        chunk_units=cfg.eval.get("chunk_units"),
         text_metrics=cfg.eval.text_metrics,
         max_text_batches=cfg.eval.max_text_batches,
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -233,11 +235,26 @@ def mode_of_family(cfg: DictConfig) -> dict[str, float]:
     return {}
 
 
+def torch_threads(setting: int | str | None) -> int | None:
+    """``torch_threads``: a number as given; ``auto``: the cores the last minute's load average leaves
+    free (at least 1), since intra-op threads on cores that other processes keep busy make small models
+    several times slower (README, Benchmarks); null: torch's default (one per core)."""
+    if setting != "auto":
+        return setting
+    machine = os.cpu_count() or 1
+    ours = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine  # a cluster job's share
+    load = os.getloadavg()[0]
+    threads = max(1, min(ours, machine - round(load)))
+    log.info("torch_threads=auto: %d (%d cores of %d for this process, load average %.1f)", threads, ours, machine, load)
+    return threads
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run ``cfg.mode``; write metrics.json; return ``cfg.optimized_metric`` for a sweeper."""
     validate(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(cfg.torch_threads)
+    threads = torch_threads(cfg.get("torch_threads"))
+    if threads is not None:
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     try:
         metrics = {"train": mode_train, "test": mode_test, "sample": mode_sample}.get(cfg.mode, mode_of_family)(cfg)

@@ -22,8 +22,11 @@ class Rule:
     exclusive: bool = False  # minimum < value instead of minimum <= value
     nullable: bool = False
     meaning: str = ""
+    words: tuple[str, ...] = ()  # strings allowed besides numbers (torch_threads=auto)
 
     def check(self, value) -> None:
+        if isinstance(value, str) and value in self.words:
+            return
         if value is None:
             if self.nullable:
                 return
@@ -39,13 +42,15 @@ class Rule:
         kind = "an integer" if self.kind is int else "a number"
         bound = "" if self.minimum is None else f" {'>' if self.exclusive else '>='} {self.minimum:g}"
         null = ", or null" if self.nullable else ""
-        return f"{kind}{bound}{null}" + (f" ({self.meaning})" if self.meaning else "")
+        words = "".join(f", or {word}" for word in self.words)
+        return f"{kind}{bound}{words}{null}" + (f" ({self.meaning})" if self.meaning else "")
 
 
 RULES = (
     Rule("k", int, 1, meaning="posterior samples per example in training"),
     Rule("seed", int, 0),
-    Rule("torch_threads", int, 1, nullable=True, meaning="null: torch's default"),
+    Rule("torch_threads", int, 1, nullable=True, words=("auto",),
+         meaning="auto: the cores the machine's load leaves free; null: torch's default, one per core"),
     Rule("optimizer.lr", float, 0, exclusive=True, meaning="the learning rate"),
     Rule("objective.free_bits", float, 0, meaning="nats"),
     Rule("trainer.max_epochs", int, -1, meaning="-1: no limit"),
@@ -62,6 +67,7 @@ RULES = (
     Rule("eval.val_samples", int, 1),
     Rule("eval.test_samples", int, 1),
     Rule("eval.chunk_size", int, 1),
+    Rule("eval.chunk_units", int, 1, nullable=True, meaning="predicted tokens per decoder pass; null: chunk_size"),
     Rule("eval.num_samples", int, 0),
     Rule("beta", float, 0, exclusive=True, nullable=True, meaning="the smoothing sharpness; null: published"),
     Rule("num_samples", int, 1, nullable=True, meaning="mode=sample; null: eval.num_samples"),

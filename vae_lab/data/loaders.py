@@ -1,11 +1,11 @@
 """What every LightningDataModule of the project shares: the split loaders and DDP sharding."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -15,9 +15,13 @@ def distributed_rank() -> tuple[int, int]:
     return 1, 0
 
 
-def evaluation_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, num_workers: int) -> DataLoader:
-    """In order, no shuffling; under DDP each rank evaluates its shard (DistributedSampler pads with
-    fewer than world-size repeats)."""
+def evaluation_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, num_workers: int,
+                      order: Sequence[int] | None = None) -> DataLoader:
+    """In order (``order``: these indices, e.g. sorted by length so a batch holds little padding), no
+    shuffling; under DDP each rank evaluates its shard (DistributedSampler pads with fewer than
+    world-size repeats)."""
+    if order is not None:
+        dataset = Subset(dataset, list(order))
     replicas, rank = distributed_rank()
     sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate_fn,

@@ -219,4 +219,5 @@ class TextDataModule(SplitDataModule):
                                          num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_sentences,
                               num_workers=self.num_workers)
-        return evaluation_loader(dataset, self.eval_batch_size, collate_sentences, self.num_workers)
+        by_length = sorted(range(len(dataset)), key=lambda i: len(dataset.ids[i]))  # little padding a batch
+        return evaluation_loader(dataset, self.eval_batch_size, collate_sentences, self.num_workers, by_length)

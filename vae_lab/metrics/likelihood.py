@@ -17,13 +17,14 @@ from vae_lab.posteriors import GaussianPosterior, diagonal_mixture_log_prob
 
 
 @torch.no_grad()
-def importance_weighted_nll(model, batch, num_samples: int, chunk_size: int = 50) -> Tensor:
-    """-log p(x) estimate per example ``[batch]`` from ``num_samples`` draws, ``chunk_size`` at a time."""
+def importance_weighted_nll(model, batch, num_samples: int, chunk_size: int = 50, encoded=None) -> Tensor:
+    """-log p(x) estimate per example ``[batch]`` from ``num_samples`` draws, ``chunk_size`` per decoder
+    pass; ``encoded`` (``LogWeights.encoded``) spares the family encoding the batch again."""
     chunks = []
     remaining = num_samples
     while remaining > 0:
         k = min(chunk_size, remaining)
-        chunks.append(model.log_weights(batch, k).total.double())  # [k, batch]
+        chunks.append(model.log_weights(batch, k, encoded=encoded).total.double())  # [k, batch]
         remaining -= k
     log_weights = torch.cat(chunks, dim=0)  # [num_samples, batch]
     return -(torch.logsumexp(log_weights, dim=0) - math.log(num_samples))

@@ -7,7 +7,7 @@ only what it offers:
 
 | hook | default | used for |
 |---|---|---|
-| ``log_weights(batch, k) -> LogWeights`` | required | training objective, ELBO parts, IW-NLL |
+| ``log_weights(batch, k, encoded=None) -> LogWeights`` | required | training objective, ELBO parts, IW-NLL (``encoded``: the ``LogWeights.encoded`` of an earlier call on the batch, so evaluation encodes it once) |
 | ``set_step(step) -> dict`` | ``{}`` | schedules of the family (teacher forcing); values logged under ``train/`` |
 | ``regularizer() -> Tensor`` | 0 | a penalty added to the training loss (weight decay of the DVAE nets) |
 | ``encode(batch) -> GaussianParams \\| BernoulliParams \\| None`` | None | active units, mutual information |
@@ -40,7 +40,7 @@ class LatentVariableModel(nn.Module):
     modes: ClassVar[dict[str, tuple[str, ...]]] = {}
     prior: nn.Module
 
-    def log_weights(self, batch: Any, num_samples: int = 1) -> LogWeights:  # pragma: no cover
+    def log_weights(self, batch: Any, num_samples: int = 1, encoded: Any = None) -> LogWeights:  # pragma: no cover
         raise NotImplementedError
 
     def set_step(self, step: int) -> dict[str, float]:

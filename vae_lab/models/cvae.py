@@ -197,8 +197,9 @@ class TenseCVAE(LatentVariableModel):
             return bool(torch.rand(()) < ratio)
         return torch.rand(batch_size, device=device) < ratio
 
-    def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
-        """log p(y|z, c') + log p(z) - log q(z|x, c) ``[k, batch]``, z ~ q(z|x, c).
+    def log_weights(self, batch: dict, num_samples: int = 1, encoded: GaussianParams | None = None) -> LogWeights:
+        """log p(y|z, c') + log p(z) - log q(z|x, c) ``[k, batch]``, z ~ q(z|x, c) (``encoded``: its parameters,
+        already computed).
 
         x = ``tokens`` under c = ``tense``; y, c' = ``target_tokens``, ``target_tense`` on conversion
         batches (val/test, and training with ``dataset.train_pairs=all``), else y = x, c' = c (the
@@ -209,7 +210,8 @@ class TenseCVAE(LatentVariableModel):
         target_tense = batch.get("target_tense", tense)
         lengths = batch.get("target_lengths", batch["lengths"])
         size, length = target_tokens.shape
-        mean, log_var = self.posterior_params(tokens, host_lengths(batch), tense)  # [batch, latent]
+        mean, log_var = ((encoded.mean, encoded.log_var) if encoded is not None
+                         else self.posterior_params(tokens, host_lengths(batch), tense))  # [batch, latent]
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, latent]
         targets = target_tokens.repeat(num_samples, 1)  # [k batch, len]
         logits = self.decoder_logits(z.flatten(0, 1), target_tense.repeat(num_samples), targets,
@@ -219,7 +221,7 @@ class TenseCVAE(LatentVariableModel):
         return LogWeights(log_likelihood=log_likelihood, prior=self.prior.log_prob(z),
                           posterior=GaussianPosterior.log_prob(z, mean, log_var),
                           kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
-                          num_units=lengths)
+                          num_units=lengths, encoded=GaussianParams(mean, log_var))
 
     @torch.no_grad()
     def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

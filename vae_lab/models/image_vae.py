@@ -158,9 +158,11 @@ class ImageVAE(LatentVariableModel):
         return posterior_part + positive + negative
 
     # ------------------------------------------------------------------ the family interface
-    def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
+    def log_weights(self, batch: dict, num_samples: int = 1, encoded=None) -> LogWeights:
         """log p(x|ζ) + log p(ζ) - log q(ζ|x) ``[k, batch]`` for k draws per image. Training: relaxed ζ and the
-        model's ``kl_term``; evaluation: binary z, the discrete RBM with its AIS log Z."""
+        model's ``kl_term``; evaluation: binary z, the discrete RBM with its AIS log Z. ``encoded`` is
+        unused: each group's posterior depends on the draws of the groups before it, so every draw
+        goes through the encoder."""
         pixels = batch["pixels"]
         size = pixels.shape[0]
         repeated = pixels.repeat(num_samples, 1)  # [k batch, pixels], k-major

@@ -9,12 +9,12 @@ from typing import Callable, Sequence
 
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vae_lab.data.vocab import Vocabulary
 from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
+from vae_lab.nets.output import target_log_prob
 from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput, publish
@@ -103,13 +103,14 @@ class SentenceVAE(LatentVariableModel):
         embedded = self.embedding_dropout(self.embedding(self.drop_words(inputs)))
         hidden = self.decoder(embedded, z)  # [n, T+1, hidden]
         mask = targets.ne(self.vocab.pad)  # [n, T+1]
-        token_nll = F.cross_entropy(self.output(hidden[mask]), targets[mask], reduction="none")  # [m]
+        hidden = self.output[:-1](hidden[mask])  # [m, hidden] (the projection of tied embeddings, if any)
+        token_log_prob = target_log_prob(hidden, self.output[-1], targets[mask])  # [m], no [m, vocab] kept
         rows = torch.arange(z.shape[0], device=z.device).unsqueeze(1).expand_as(mask)[mask]  # [m]
-        return -torch.zeros(z.shape[0], dtype=token_nll.dtype, device=z.device).index_add_(0, rows, token_nll)
+        return torch.zeros(z.shape[0], dtype=token_log_prob.dtype, device=z.device).index_add_(0, rows, token_log_prob)
 
-    def log_weights(self, batch: dict, num_samples: int = 1) -> LogWeights:
+    def log_weights(self, batch: dict, num_samples: int = 1, encoded: GaussianParams | None = None) -> LogWeights:
         tokens, lengths = batch["tokens"], batch["lengths"]
-        mean, log_var = self.posterior_params(batch)  # [batch, dim]
+        mean, log_var = (encoded.mean, encoded.log_var) if encoded is not None else self.posterior_params(batch)
         z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, dim]
         log_likelihood = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
         return LogWeights(
@@ -118,6 +119,7 @@ class SentenceVAE(LatentVariableModel):
             posterior=GaussianPosterior.log_prob(z, mean, log_var),
             kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
             num_units=(lengths + 1).to(mean.dtype),
+            encoded=GaussianParams(mean, log_var),
         )
 
     # -- decoding
