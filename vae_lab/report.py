@@ -311,7 +311,7 @@ def write_report(roots: list[Path], out: Path, keys: list[str] = METRIC_KEYS) ->
                          f"{', '.join(map(str, roots))}: nothing to report")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m vae_lab.report " + " ".join(shlex.quote(str(root)) for root in roots)
-    lines = ["# Report", "", f"{len(runs)} runs; this report: `{command}`", ""]
+    lines = ["# Report", "", f"`{command}`, over {len(runs)} run{'s' * (len(runs) != 1)} in:", ""]
     for root in roots:
         made_by = command_of(root)
         lines.append(f"- `{root}`" + (f", made by `{made_by}`" if made_by else ""))
