@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,8 @@ def wandb_records(path: Path):
             position += block - position % block
             continue
         _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if position + 7 + length > len(data):  # a chunk still being written
+            return
         payload += data[position + 7:position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # a full record, or the last chunk of one
@@ -51,8 +54,16 @@ def wandb_records(path: Path):
 def offline_run(run_dir: Path) -> dict:
     """An offline run of ``run_dir/wandb``: its run record, config, final summary, history rows and files folder."""
     (folder,) = (run_dir / "wandb").glob("offline-run-*")
+    path = next(folder.glob("run-*.wandb"))
+    for _ in range(120):  # wandb's service may still be flushing the file when wandb.finish() returns
+        records = list(wandb_records(path))
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"{path}: no exit record after 60 s")
     run = {"config": {}, "summary": {}, "history": [], "files": folder / "files"}
-    for record in wandb_records(next(folder.glob("run-*.wandb"))):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run["run"] = record.run
