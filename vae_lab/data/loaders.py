@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -18,13 +18,14 @@ def distributed_rank() -> tuple[int, int]:
 def evaluation_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, num_workers: int,
                       order: Sequence[int] | None = None) -> DataLoader:
     """In order (``order``: these indices, e.g. sorted by length so a batch holds little padding), no
-    shuffling; under DDP each rank evaluates its shard (DistributedSampler pads with fewer than
-    world-size repeats)."""
-    if order is not None:
-        dataset = Subset(dataset, list(order))
+    shuffling; under DDP rank r of R evaluates items r, r + R, r + 2R, …: every item exactly once, the
+    shards differing by at most one item (the epoch's sums add the ranks' shares, so nothing is padded
+    or repeated)."""
+    indices = list(range(len(dataset))) if order is None else list(order)
     replicas, rank = distributed_rank()
-    sampler = DistributedSampler(dataset, replicas, rank, shuffle=False) if replicas > 1 else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate_fn,
+    if order is not None or replicas > 1:
+        dataset = Subset(dataset, indices[rank::replicas])
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                       num_workers=num_workers)
 
 

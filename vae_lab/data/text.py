@@ -219,5 +219,7 @@ class TextDataModule(SplitDataModule):
                                          num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_sentences,
                               num_workers=self.num_workers)
-        by_length = sorted(range(len(dataset)), key=lambda i: len(dataset.ids[i]))  # little padding a batch
+        # longest first: little padding a batch, the progress bar's ETA errs long rather than short, and
+        # the batch that needs the most memory comes first
+        by_length = sorted(range(len(dataset)), key=lambda i: len(dataset.ids[i]), reverse=True)
         return evaluation_loader(dataset, self.eval_batch_size, collate_sentences, self.num_workers, by_length)
