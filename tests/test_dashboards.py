@@ -135,6 +135,15 @@ def test_interpolations_are_a_table(trained, tmp_path):
     assert len(lines) == 4
 
 
+def test_prior_samples_of_mode_sample_are_a_table(trained, tmp_path):
+    cli("debug=fast", "logger=wandb", "mode=sample", f"run_dir={trained}", "num_samples=4",
+        f"hydra.run.dir={tmp_path / 'sample'}", cwd=tmp_path)
+    run = offline_run(tmp_path / "sample")
+    assert run["run"].job_type == "sample"
+    lines = (tmp_path / "sample" / "samples.txt").read_text().splitlines()
+    assert len(lines) == 4 and [row[0] for row in table(run, "samples")["data"]] == lines
+
+
 def test_conversions_are_a_table(tmp_path):
     import wandb
     from omegaconf import OmegaConf

@@ -24,6 +24,7 @@ from vae_lab.resume import keep_csv_history, prepare_training
 from vae_lab.validation import check_values
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
+from vae_lab.outputs import publish
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ def mode_sample(cfg: DictConfig) -> dict[str, float]:
     if samples is None:
         raise ConfigError(f"mode=sample: model {cfg.model._target_} cannot decode prior samples")
     samples.show()
-    samples.write(output_dir(cfg), "samples")
+    log_config(build_loggers(cfg), cfg)  # a wandb run for the samples' table or image grid
+    publish(samples, output_dir(cfg), "samples")
     return {}
 
 
