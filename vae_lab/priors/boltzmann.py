@@ -205,6 +205,7 @@ def _chunk_log_z(side: str, states: Tensor, bias_left: Tensor, bias_right: Tenso
 
 
 UNIFORM_LEVELS = 2**16  # a Bernoulli draw compares p * 2^16 with a 16-bit uniform integer
+_HALF_LEVELS_BELOW = torch.tensor(-(UNIFORM_LEVELS // 2), dtype=torch.float32)  # a 0-dim (CPU scalar) tensor
 
 
 class UniformWords:
@@ -228,7 +229,8 @@ def bernoulli_from_words_(probs: Tensor, words: Tensor) -> Tensor:
     on the signed 16-bit integers (``UniformWords``). P(z = 1) = p rounded to a multiple of 2^-16:
     exact at p = 0 and p = 1, within 2^-16 of p elsewhere (tests/test_rbm.py counts it over all 2^16
     words)."""
-    return probs.mul_(UNIFORM_LEVELS).sub_(UNIFORM_LEVELS // 2).gt_(words)
+    shifted = torch.add(_HALF_LEVELS_BELOW, probs, alpha=UNIFORM_LEVELS, out=probs)  # 2^16 p - 2^15, one pass
+    return shifted.gt_(words)
 
 
 class GibbsSweeper:
