@@ -21,9 +21,9 @@ def evaluation_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, n
     shuffling; under DDP rank r of R evaluates items r, r + R, r + 2R, …: every item exactly once, the
     shards differing by at most one item (the epoch's sums add the ranks' shares, so nothing is padded
     or repeated)."""
-    indices = list(range(len(dataset))) if order is None else list(order)
     replicas, rank = distributed_rank()
     if order is not None or replicas > 1:
+        indices = list(range(len(dataset))) if order is None else list(order)
         dataset = Subset(dataset, indices[rank::replicas])
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
                       num_workers=num_workers)

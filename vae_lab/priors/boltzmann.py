@@ -27,9 +27,9 @@ def enumerate_states(num_units: int, start: int = 0, stop: int | None = None, *,
 
 
 def bernoulli_(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Overwrite `probs` in place with a Bernoulli(probs) sample (1.0/0.0), via u < p with u ~ U[0, 1)."""
-    uniform = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
-    return probs.gt_(uniform)
+    """Overwrite `probs` in place with a Bernoulli(probs) sample (1.0/0.0), drawn as the Gibbs sweeps draw
+    (``bernoulli_from_words_``: 16-bit uniform words, P(z = 1) within 2^-16 of p)."""
+    return bernoulli_from_words_(probs, UniformWords(tuple(probs.shape), device=probs.device).draw(generator))
 
 
 class RBM(nn.Module):
