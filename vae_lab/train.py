@@ -210,7 +210,9 @@ def mode_train(cfg: DictConfig) -> dict[str, float]:
 
 def mode_test(cfg: DictConfig) -> dict[str, float]:
     cfg, module, datamodule, _ = restore(cfg)
-    trainer = build_trainer(cfg, build_loggers(cfg))
+    loggers = build_loggers(cfg)
+    log_config(loggers, cfg)  # a tested checkpoint's run carries its config too
+    trainer = build_trainer(cfg, loggers)
     run_test(cfg, trainer, module, datamodule)
     return module.final_metrics
 
