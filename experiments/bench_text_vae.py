@@ -65,7 +65,7 @@ class ThroughputMeter(pl.Callback):
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
         elif step > self.warmup:
-            self.tokens += int(batch["lengths"].sum()) + batch["lengths"].numel()
+            self.tokens += tokens_of(batch)
             if step == self.warmup + self.steps:
                 if batch["tokens"].is_cuda:
                     torch.cuda.synchronize()

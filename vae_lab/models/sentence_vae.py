@@ -190,9 +190,10 @@ class SentenceVAE(LatentVariableModel):
             raise ConfigError(f"mode=interpolate needs {' and '.join(k + '=…' for k in missing)} "
                               '(e.g. \'sentence_a="the company said"\' \'sentence_b="the market fell"\')')
         steps = 5 if cfg.get("steps") is None else cfg.steps  # validated with the config (vae_lab/validation.py)
-        path = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps), columns=("decoding",))
-        path.show()
-        publish(path, output_dir, "interpolation")  # and a wandb table
+        interpolation = TextOutput(self.interpolate(str(cfg.sentence_a), str(cfg.sentence_b), steps),
+                                   columns=("decoding",))
+        interpolation.show()
+        publish(interpolation, output_dir, "interpolation")  # and a wandb table
 
     def interpolate(self, sentence_a: str, sentence_b: str, steps: int = 5) -> list[str]:
         """Homotopy: decode greedily along the line between the posterior means of two sentences,
