@@ -1,5 +1,6 @@
 """debug=fast runs of the real entry points on the real PTB: seconds each."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -159,3 +160,27 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path, 
                                                      "dataset": {}}}, foreign)
     with pytest.raises(ConfigError, match=r"model\._target_=os\.system"):
         run(make_config(["debug=fast", "mode=test", f"ckpt={foreign}"], "foreign"))
+
+
+def test_step_checkpoints_are_written_at_the_chosen_steps_and_restore(make_config):
+    """The discrete-VAE recipe keeps checkpoints at chosen steps for the learning curve; a step past
+    the run's end writes nothing, and each one restores with its step."""
+    cfg = make_config(["model=vae_mlp", "debug=fast", "trainer.max_steps=4", "trainer.max_epochs=-1",
+                       "callbacks.step_checkpoints.steps=[2,4,9]"])
+    run(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(p.name for p in folder.glob("step*.ckpt")) == ["step2.ckpt", "step4.ckpt"]
+    assert torch.load(folder / "step2.ckpt", weights_only=False)["global_step"] == 2
+    tested = make_config(["mode=test", f"ckpt={folder / 'step2.ckpt'}", "logger=none"], name="tested")
+    run(tested)
+    assert math.isfinite(json.loads((Path(tested.paths.output_dir) / "metrics.json").read_text())["test/nll"])
+
+
+def test_lstm_sentence_vae_trains_under_cpu_bf16_autocast(make_config):
+    """oneDNN has no bfloat16 LSTM kernel on CPU: trainer.precision=bf16-mixed ran the sentence VAE's
+    LSTM into 'could not create a primitive descriptor'; the LSTM now runs in float32 under CPU autocast."""
+    cfg = make_config(["debug=fast", "model.rnn_type=lstm", "trainer.precision=bf16-mixed",
+                       "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"])
+    run(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert math.isfinite(metrics["train/elbo"]) and math.isfinite(metrics["test/nll"])

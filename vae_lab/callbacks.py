@@ -89,3 +89,24 @@ class MetricHistoryWriter(pl.Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush()
+
+
+class StepCheckpoints(pl.Callback):
+    """A checkpoint at each of the chosen optimizer steps (``checkpoints/step12000.ckpt``, …), kept beside
+    the best and the last: the points of a learning curve that ``mode=test ckpt=<file>`` evaluates
+    later (the discrete-VAE recipe keeps 12k, 25k, 50k and 100k). Steps past ``trainer.max_steps``
+    are never reached and write nothing."""
+
+    def __init__(self, dirpath: str, steps: list[int]):
+        if any(int(step) <= 0 for step in steps):
+            raise ValueError(f"callbacks.step_checkpoints.steps={list(steps)}: steps count from 1")
+        self.dirpath, self.steps = Path(dirpath), sorted({int(step) for step in steps})
+
+    def path(self, step: int) -> Path:
+        return self.dirpath / f"step{step}.ckpt"
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if step in self.steps and not self.path(step).exists():  # a resumed run does not write it twice
+            trainer.save_checkpoint(self.path(step))

@@ -7,7 +7,22 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from vae_lab.errors import ConfigError
 
-RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` that runs in float32 under CPU autocast: torch's oneDNN LSTM has no bfloat16
+    kernel on CPU ("could not create a primitive descriptor"), so ``trainer.precision=bf16-mixed``
+    keeps the LSTM in float32 there and uses bfloat16 for the rest (the output GEMMs)."""
+
+    def forward(self, input, hx=None):
+        if not (torch.is_autocast_enabled("cpu") and self.weight_ih_l0.device.type == "cpu"):
+            return super().forward(input, hx)
+        if hx is not None:
+            hx = tuple(state.float() for state in hx)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(input.float(), hx)
+
+
+RNN_TYPES = {"gru": nn.GRU, "lstm": LSTM}
 
 
 def host_lengths(batch: dict) -> Tensor:
