@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from vae_lab.devices import generator_on
 from vae_lab.outputs import TextOutput, publish
 
 
@@ -29,7 +30,7 @@ class TestOutputsWriter(pl.Callback):
         outputs = {}
         with torch.no_grad():
             if self.num_samples > 0:
-                outputs["samples"] = model.sample_outputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+                outputs["samples"] = model.sample_outputs(self.num_samples, generator_on(pl_module.device, self.seed))
             if "test" in pl_module.text_outputs:
                 hyps, refs = pl_module.text_outputs["test"]
                 outputs["reconstructions"] = TextOutput([f"{r}\t{h}" for h, r in zip(hyps, refs)],

@@ -10,6 +10,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import CatMetric, SumMetric
 
+from vae_lab.devices import generator_on
 from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, perplexity
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import training_objective
@@ -168,7 +169,7 @@ class LatentVariableModule(pl.LightningModule):
         if posteriors.update_count:
             posterior = self.posterior_type.unpack(posteriors.compute())
             metrics["active_units"] = float(active_units(posterior.means()))
-            metrics["mi"] = posterior.mutual_information(generator=torch.Generator().manual_seed(0))
+            metrics["mi"] = posterior.mutual_information(generator=generator_on(self.device, 0))
         posteriors.reset()
         if stage in self.text_outputs:
             hyps, refs = self._gather_text(*self.text_outputs[stage])

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
 from vae_lab.data.files import default_data_dir, run_id, write_atomic
+from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.published import published_beta
 from vae_lab.resume import keep_csv_history, prepare_training
@@ -221,7 +222,7 @@ def mode_sample(cfg: DictConfig) -> dict[str, float]:
     num_samples = cfg.eval.num_samples if cfg.get("num_samples") is None else cfg.num_samples
     cfg, module, _, _ = restore(cfg)
     module.eval()
-    samples = module.model.sample_outputs(num_samples, generator=torch.Generator().manual_seed(cfg.seed))
+    samples = module.model.sample_outputs(num_samples, generator=generator_on(module.device, cfg.seed))
     if samples is None:
         raise ConfigError(f"mode=sample: model {cfg.model._target_} cannot decode prior samples")
     samples.show()

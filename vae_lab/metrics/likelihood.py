@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from vae_lab.devices import checked_generator
 from vae_lab.posteriors import GaussianPosterior, diagonal_mixture_log_prob
 
 
@@ -48,7 +49,8 @@ def gaussian_mutual_information(mean: Tensor, log_var: Tensor, chunk_size: int =
     """
     mean, log_var = mean.double(), log_var.double()
     n = mean.shape[0]
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+    generator = checked_generator(generator, mean, "the mutual information's draws")
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     z = mean + (0.5 * log_var).exp() * eps  # [n, dim]
     log_conditional = GaussianPosterior.log_prob(z, mean, log_var)  # [n]
     uniform = torch.full((n,), -math.log(n), dtype=mean.dtype, device=mean.device)

@@ -39,8 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from vae_lab.annealing import Constant, Schedule
+from vae_lab.schedules import Constant, Schedule
 from vae_lab.data.verb_tense import TENSES, CharTokenizer, Collate, FormDataset, tense_index
+from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.metrics.tense import exact_match, gaussian_score, mean_char_bleu
 from vae_lab.models.base import LatentVariableModel
@@ -270,7 +271,7 @@ class TenseCVAE(LatentVariableModel):
         ``gaussian_score`` draws from the model's prior, ``gaussian_score_normal`` from N(0, I) (the
         lab's literal draw; the same number when the prior is N(0, I))."""
         def score(prior: nn.Module) -> float:
-            generator = torch.Generator().manual_seed(self.gaussian_seed)
+            generator = generator_on(self.tense_embedding.weight, self.gaussian_seed)
             return gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), datamodule.lexicon)
 
         model_score = score(self.prior)

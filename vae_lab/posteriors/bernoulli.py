@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vae_lab.devices import checked_generator
+
 
 def bernoulli_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Binary z ~ Bernoulli(sigmoid(logits)) as floats of logits' dtype; not differentiable."""
@@ -56,9 +58,11 @@ class BernoulliParams:
         """I(x; z) = E_x E_q(z|x)[log q(z|x) - log q(z)] with q(z) = (1/n) sum_j q(z|x_j), from one draw
         z_i ~ q(z|x_i) per example. log q(z_i|x_j) for all pairs is one matmul:
         z_i . log sigmoid(l_j) + (1 - z_i) . log sigmoid(-l_j)."""
-        logits = self.logits.double().cpu()
+        logits = self.logits.double()
         n = logits.shape[0]
-        z = (torch.rand(logits.shape, generator=generator, dtype=logits.dtype) < torch.sigmoid(logits)).double()
+        generator = checked_generator(generator, logits, "the mutual information's draws")
+        uniform = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+        z = (uniform < torch.sigmoid(logits)).double()
         log_on, log_off = F.logsigmoid(logits), F.logsigmoid(-logits)  # [n, dim]
         log_conditional = (z * log_on + (1 - z) * log_off).sum(-1)  # [n]
         log_aggregate = []

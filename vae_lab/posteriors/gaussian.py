@@ -96,4 +96,4 @@ class GaussianParams:
     def mutual_information(self, generator: torch.Generator | None = None) -> float:
         from vae_lab.metrics.likelihood import gaussian_mutual_information
 
-        return gaussian_mutual_information(self.mean.cpu(), self.log_var.cpu(), generator=generator)
+        return gaussian_mutual_information(self.mean, self.log_var, generator=generator)

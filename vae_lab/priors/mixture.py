@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from vae_lab.devices import draw_device, generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
 
@@ -74,8 +75,9 @@ class StandardNormalPrior(Prior):
         return standard_normal_log_prob(z)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[num_samples, dim]`` draws (on the CPU when a CPU generator is given)."""
-        return torch.randn(num_samples, self.latent_dim, generator=generator)
+        """``[num_samples, dim]`` draws, on the generator's device (it has no tensors of its own)."""
+        device = draw_device(self, generator, "StandardNormalPrior.sample")
+        return torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
 
 
 class MixturePrior(Prior):
@@ -92,7 +94,7 @@ class MixturePrior(Prior):
         if components < 1:
             raise ConfigError(f"prior.components={components}: must be >= 1")
         self.latent_dim, self.min_scale = latent_dim, min_scale
-        generator = torch.Generator().manual_seed(seed)
+        generator = generator_on("cpu", seed)  # parameters start on the host and move with the model
         self.means = nn.Parameter(torch.randn(components, latent_dim, generator=generator))
         self.raw_scales = nn.Parameter(torch.zeros(components, latent_dim))
         self.logits = nn.Parameter(torch.zeros(components))
@@ -107,12 +109,13 @@ class MixturePrior(Prior):
         return diagonal_mixture_log_prob(z, self.means, 2.0 * self.scales.log(), self.logits.log_softmax(0))
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[num_samples, dim]`` draws: a component by its weight, then its Gaussian (on the CPU)."""
+        """``[num_samples, dim]`` draws: a component by its weight, then its Gaussian (on the prior's device)."""
+        device = draw_device(self, generator, "MixturePrior.sample")
         with torch.no_grad():
-            weights = self.logits.detach().softmax(0).cpu()
+            weights = self.logits.detach().softmax(0)
             index = torch.multinomial(weights, num_samples, replacement=True, generator=generator)
-            noise = torch.randn(num_samples, self.latent_dim, generator=generator)
-            return self.means.detach().cpu()[index] + self.scales.detach().cpu()[index] * noise
+            noise = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
+            return self.means.detach()[index] + self.scales.detach()[index] * noise
 
 
 class AggregatePosteriorPrior(Prior):
@@ -157,7 +160,7 @@ class AggregatePosteriorPrior(Prior):
     @torch.no_grad()
     def prepare_evaluation(self, model: nn.Module, datamodule) -> None:
         """Fit to the posteriors of ``components`` training items (the same ones every time)."""
-        means, log_vars = model.training_posteriors(datamodule, self.components, torch.Generator().manual_seed(0))
+        means, log_vars = model.training_posteriors(datamodule, self.components, generator_on("cpu", 0))  # indices of host items
         self.fit(means, log_vars)
 
     @torch.no_grad()
@@ -183,13 +186,14 @@ class AggregatePosteriorPrior(Prior):
         return torch.logaddexp(aggregate, normal)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[num_samples, dim]`` draws on the CPU: N(0, I) with probability ``normal_weight``, else a
-        training item uniformly and then its posterior (N(0, I) alone while ``analytic_kl``)."""
+        """``[num_samples, dim]`` draws on the prior's device: N(0, I) with probability ``normal_weight``,
+        else a training item uniformly and then its posterior (N(0, I) alone while ``analytic_kl``)."""
+        device = draw_device(self, generator, "AggregatePosteriorPrior.sample")
         if self.analytic_kl:
-            return torch.randn(num_samples, self.latent_dim, generator=generator)
-        index = torch.randint(self.components, (num_samples,), generator=generator)
-        noise = torch.randn(num_samples, self.latent_dim, generator=generator)
-        normal = torch.rand(num_samples, generator=generator) < self.normal_weight
-        means, log_vars = self.means.detach().cpu(), self.log_vars.detach().cpu()
+            return torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
+        index = torch.randint(self.components, (num_samples,), generator=generator, device=device)
+        noise = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
+        normal = torch.rand(num_samples, generator=generator, device=device) < self.normal_weight
+        means, log_vars = self.means.detach(), self.log_vars.detach()
         draws = means[index] + (0.5 * log_vars[index]).exp() * noise
         return torch.where(normal[:, None], noise, draws)

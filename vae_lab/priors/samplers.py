@@ -20,7 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from vae_lab.priors.annealing import (RESAMPLERS, AnnealingResult, anneal, base_log_z, factorial_base,
+from vae_lab.devices import generator_on
+from vae_lab.priors.ais import (RESAMPLERS, AnnealingResult, anneal, base_log_z, factorial_base,
                                       sample_factorial_left)
 from vae_lab.priors.boltzmann import RBM, GibbsSweeper
 
@@ -55,17 +56,19 @@ class RBMSampler:
         self.rao_blackwell = rao_blackwell
         self.log_z: Tensor | None = None
         self._generator: torch.Generator | None = None
+        self._saved_state: tuple[str, Tensor] | None = None  # a checkpoint's generator state, until it applies
 
     @property
     def generator(self) -> torch.Generator:
         """The sampler's generator, on the RBM's device (re-created, from the same seed, if the RBM moved)."""
         device = self.rbm.weight.device
         if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            if self.seed is None:
-                self._generator.seed()
-            else:
-                self._generator.manual_seed(self.seed)
+            self._generator = generator_on(device, self.seed)
+            if self._saved_state is not None:
+                saved_on, state = self._saved_state
+                if saved_on == device.type:  # a CPU state does not fit a CUDA generator, nor the reverse
+                    self._generator.set_state(state)
+                self._saved_state = None  # on another device: the draws restart from the seed
         return self._generator
 
     def _params(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,10 +89,13 @@ class RBMSampler:
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue the same draws: the generator's state."""
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "generator_device": self.generator.device.type}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        """Applied when the generator is next made, on the RBM's device then: a checkpoint written on
+        another device (trained on a GPU, tested on the CPU) starts the draws from the seed instead."""
+        self._saved_state = (state.get("generator_device", "cpu"), state["generator"].cpu())
+        self._generator = None
 
 
 class PCD(RBMSampler):
@@ -112,8 +118,9 @@ class PCD(RBMSampler):
 
     def _ensure_state(self) -> None:
         weight = self.rbm.weight
-        stale = self.z_left is None or self.z_left.device != weight.device or self.z_left.dtype != weight.dtype
-        if stale or self.z_left.shape != (self.num_chains, self.rbm.n_left):
+        if self.z_left is not None and (self.z_left.device != weight.device or self.z_left.dtype != weight.dtype):
+            self.z_left, self._sweeper = self.z_left.to(weight.device, weight.dtype), None  # the chains follow the RBM
+        if self.z_left is None or self.z_left.shape != (self.num_chains, self.rbm.n_left):
             uniform = torch.rand(self.num_chains, self.rbm.n_left, generator=self.generator, device=weight.device,
                                  dtype=weight.dtype)
             self.z_left = (uniform < 0.5).to(weight.dtype)
