@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vae_lab.annealing import Linear
+from vae_lab.schedules import Linear
 from vae_lab.data.verb_tense import (
     CharTokenizer, Collate, FormDataset, PairDataset, conversion_pairs, parse_tense_pairs, read_lemminflect,
 )

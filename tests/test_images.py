@@ -10,10 +10,11 @@ import pytest
 import scipy.io
 import torch
 
-from vae_lab.data import images
-from vae_lab.data.images import (BINARIZED_MNIST_ARRAYS_SHA256, ImageDataModule, arrays_sha256,
-                                 bernoulli_draw, binarized_mnist_cache, load_binarized_mnist,
-                                 read_grey_mnist, stream_key)
+from vae_lab.data import mnist
+from vae_lab.data.binarize import arrays_sha256, bernoulli_draw, stream_key
+from vae_lab.data.images import ImageDataModule
+from vae_lab.data.mnist import (BINARIZED_MNIST_ARRAYS_SHA256, binarized_mnist_cache, load_binarized_mnist,
+                                read_grey_mnist)
 from vae_lab.errors import ConfigError
 from vae_lab.train import build_datamodule
 
@@ -88,7 +89,7 @@ def test_cache_is_verified_and_rebuilt(binarized, mnist_dir, tmp_path, caplog, d
     data = bytearray(cached.read_bytes())
     cached.write_bytes(data[: len(data) // 2] if damage == "truncate" else
                        data[:-100] + bytes([data[-100] ^ 1]) + data[-99:])
-    with caplog.at_level(logging.INFO, logger="vae_lab.data.images"):
+    with caplog.at_level(logging.INFO, logger="vae_lab.data.mnist"):
         rebuilt = load_binarized_mnist(cache_dir)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "rebuilding" in warnings[0].getMessage()
@@ -98,7 +99,7 @@ def test_cache_is_verified_and_rebuilt(binarized, mnist_dir, tmp_path, caplog, d
         assert np.array_equal(rebuilt[split], array)
     assert cached.read_bytes() == source.read_bytes()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="vae_lab.data.images"):
+    with caplog.at_level(logging.INFO, logger="vae_lab.data.mnist"):
         load_binarized_mnist(cache_dir)  # verified, nothing to say
     assert not caplog.records
 
@@ -287,7 +288,7 @@ def test_hydra_configs(make_config, mnist_dir):
 def test_mnist_file_is_found_without_importing_it():
     import sys
 
-    path = images.mnist_package_file()
+    path = mnist.mnist_package_file()
     assert path.name == "mnist.pkl.gz" and path.is_file()
     assert "mnist" not in sys.modules
 

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from tests.rbm_helpers import random_gaussian_rbm
 from vae_lab.priors import AIS, PCD, RBM, PopulationAnnealing, enumerate_states, log_z_surrogate
-from vae_lab.priors.annealing import multinomial_resample, systematic_resample
+from vae_lab.priors.ais import multinomial_resample, systematic_resample
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "sampler"
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vae_lab.annealing import Constant, Cyclical, Linear, Sigmoid
+from vae_lab.schedules import Constant, Cyclical, Linear, Sigmoid
 
 
 def test_constant():

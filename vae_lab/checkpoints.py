@@ -31,6 +31,10 @@ def resolve_checkpoint(ckpt: str, run_dir: str | None) -> Path:
     return path
 
 
+# targets that moved, old -> new: a checkpoint's stored config still builds after a rename
+RENAMED_TARGETS = {f"vae_lab.annealing.{name}": f"vae_lab.schedules.{name}"
+                   for name in ("Constant", "Linear", "Sigmoid", "Cyclical", "Piecewise")}
+
 # what a checkpoint's stored config may instantiate: the project's classes and these libraries' parts
 TRUSTED_TARGETS = ("vae_lab.", "torch.optim.", "pytorch_lightning.callbacks.", "pytorch_lightning.loggers.")
 
@@ -57,7 +61,7 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
         return cfg
-    saved = OmegaConf.create(saved)
+    saved = _renamed(OmegaConf.create(saved))
     for key in ("model", "dataset", "prior"):
         if key in saved:
             _check_targets(saved[key], key)
@@ -84,3 +88,17 @@ def _check_targets(node, where: str) -> None:
     elif OmegaConf.is_list(node):
         for index, value in enumerate(node):
             _check_targets(value, f"{where}[{index}]")
+
+
+def _renamed(node):
+    """The stored config with every moved ``_target_`` (``RENAMED_TARGETS``) under its new name."""
+    if OmegaConf.is_dict(node):
+        target = node.get("_target_")
+        if target in RENAMED_TARGETS:
+            node._target_ = RENAMED_TARGETS[target]
+        for value in node.values():
+            _renamed(value)
+    elif OmegaConf.is_list(node):
+        for value in node:
+            _renamed(value)
+    return node
