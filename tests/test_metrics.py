@@ -81,3 +81,19 @@ def test_bleu_is_sacrebleu_and_one_on_identical():
     direct = sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score / 100
     assert math.isclose(ours, direct) and 0 < ours < 1
     assert math.isclose(SentenceVAE.text_metrics(refs, refs)["bleu"], 1.0)
+
+
+def test_the_parts_import_bottom_up():
+    """posteriors/, priors/, nets/ and objectives import neither metrics/ nor models/ nor Lightning or
+    Hydra (the tree reads bottom-up: metrics/likelihood.py takes the Gaussian maths from posteriors/)."""
+    import subprocess
+    import sys
+
+    parts = ("vae_lab.posteriors", "vae_lab.posteriors.bernoulli", "vae_lab.posteriors.smoothing",
+             "vae_lab.priors", "vae_lab.priors.mixture", "vae_lab.priors.rbm_prior", "vae_lab.priors.relaxed",
+             "vae_lab.nets.mlp", "vae_lab.nets.rnn", "vae_lab.objectives")
+    code = (f"import sys\nfor name in {parts!r}: __import__(name)\n"
+            "print(' '.join(m for m in sys.modules if m.startswith(('vae_lab.metrics', 'vae_lab.models', "
+            "'pytorch_lightning', 'lightning', 'hydra'))))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert imported == []
