@@ -67,8 +67,8 @@ def profile_sentence_vae_step(cfg, datamodule, num_batches: int = 40, lightning_
     parts = {"data": 1000 * (time.perf_counter() - start) / num_batches}
 
     def encoder(batch):
-        mean, log_var = model.posterior_params(batch)
-        (mean.sum() + log_var.sum()).backward()
+        params = model.posterior_params(batch)
+        (params.mean.sum() + params.log_var.sum()).backward()
 
     decoder_io = []
     for batch in batches:

@@ -56,13 +56,15 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
-    """Take the model, prior and dataset settings the checkpoint was trained with, so the architecture
-    and vocabulary match; a ``dataset.path`` given now still wins (the data may have moved)."""
+    """Take the model, posterior, prior and dataset settings the checkpoint was trained with, so the
+    architecture and vocabulary match; a ``dataset.path`` given now still wins (the data may have moved).
+    A checkpoint from before ``posterior=`` was a group had a Gaussian posterior, or (image models) its
+    ``model.kl_term`` and ``model.relaxation``: they become the posterior they meant."""
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
         return cfg
-    saved = _renamed(OmegaConf.create(saved))
-    for key in ("model", "dataset", "prior"):
+    saved = _with_posterior(_renamed(OmegaConf.create(saved)))
+    for key in ("model", "dataset", "prior", "posterior"):
         if key in saved:
             _check_targets(saved[key], key)
     with open_dict(cfg):
@@ -71,6 +73,7 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
         cfg.dataset = saved.dataset
         if "prior" in saved:
             cfg.prior = saved.prior
+        cfg.posterior = saved.posterior
         if path_now:
             cfg.dataset.path = path_now
     return cfg
@@ -102,3 +105,22 @@ def _renamed(node):
         for value in node:
             _renamed(value)
     return node
+
+
+GAUSSIAN_POSTERIOR = {"_target_": "vae_lab.posteriors.gaussian.GaussianPosterior", "_partial_": True}
+
+
+def _with_posterior(saved: DictConfig) -> DictConfig:
+    """The stored config with a ``posterior`` (see ``config_from_checkpoint``)."""
+    if "posterior" in saved:
+        return saved
+    with open_dict(saved):
+        saved.posterior = GAUSSIAN_POSTERIOR
+        if "model" in saved and "kl_term" in saved.model:
+            kl_term, relaxation = saved.model.pop("kl_term"), saved.model.pop("relaxation", None)
+            if kl_term != "gaussian":
+                saved.posterior = {"_target_": "vae_lab.posteriors.bernoulli.BernoulliPosterior", "_partial_": True,
+                                   "relaxation": relaxation}
+                if kl_term == "gaussian_integral":
+                    saved.posterior.relaxation.minimum_lambda = saved.model.get("beta")
+    return saved

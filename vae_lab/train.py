@@ -22,7 +22,7 @@ from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.published import published_beta
 from vae_lab.resume import keep_csv_history, prepare_training
-from vae_lab.validation import check_values
+from vae_lab.validation import check_parts, check_values
 from vae_lab.module import LatentVariableModule
 from vae_lab.objectives import BOUNDS
 from vae_lab.outputs import publish
@@ -54,8 +54,8 @@ def family_modes(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """The mode, the bound and every declared value (vae_lab/validation.py), before anything is built;
-    groups and unknown keys are checked by Hydra itself."""
+    """The mode, the bound, every declared value and the (posterior, prior) pair (vae_lab/validation.py),
+    before anything is built; groups and unknown keys are checked by Hydra itself."""
     offered = {**dict.fromkeys(MODES), **family_modes(cfg)}
     if cfg.mode not in offered:
         raise ConfigError(f"mode={cfg.mode}: model {cfg.model._target_.rsplit('.', 1)[-1]} offers "
@@ -63,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.objective.bound not in BOUNDS:
         raise ConfigError(f"objective.bound={cfg.objective.bound}: allowed values are {list(BOUNDS)}")
     check_values(cfg)
+    check_parts(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -81,12 +82,14 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule):
-    """The family from ``cfg.model``, given the data's settings and the prior factory of ``cfg.prior``
-    (which carries the sampler, ``_partial_``, when it is one that needs it)."""
+    """The family from ``cfg.model``, given the data's settings, the posterior and prior factories of
+    ``cfg.posterior`` and ``cfg.prior`` (the prior carries the sampler, ``_partial_``, when it is one that
+    needs it) and the bound its regulariser is picked for."""
     if cfg.get("sampler") and "sampler" not in cfg.prior:
         log.warning("sampler=%s is unused: prior=%s draws no samples for its log Z",
                     cfg.sampler._target_.rsplit(".", 1)[-1], cfg.prior._target_.rsplit(".", 1)[-1])
-    return instantiate(cfg.model, prior=instantiate(cfg.prior), **datamodule.model_kwargs())
+    return instantiate(cfg.model, prior=instantiate(cfg.prior), posterior=instantiate(cfg.posterior),
+                       bound=cfg.objective.bound, **datamodule.model_kwargs())
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> LatentVariableModule:

@@ -8,10 +8,15 @@ file) are checked by the part, with the same one-line ``ConfigError``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
+from vae_lab.regularisers import REGULARISERS
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,73 @@ def check_values(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
         if isinstance(node, str) and node == "__absent__":
             continue
         rule.check(node)
+
+
+# ---------------------------------------------------------------------------- posterior × prior
+
+def _options(group: str) -> dict[str, DictConfig]:
+    """The configs of a group (``conf/<group>/*.yaml``) by name, unresolved."""
+    return {path.stem: OmegaConf.load(path) for path in sorted((CONF / group).glob("*.yaml"))}
+
+
+def _targets(node) -> tuple:
+    return (node.get("_target_"), OmegaConf.select(node, "smoothing._target_", default=None))
+
+
+def _name(group: str, node) -> str:
+    """The option of ``group`` whose targets ``node`` has (its class name when none has them)."""
+    found = [name for name, option in _options(group).items() if _targets(option) == _targets(node)]
+    return found[0] if found else str(node.get("_target_")).rsplit(".", 1)[-1]
+
+
+def _rows(option: DictConfig) -> dict[str, str | None]:
+    """Regulariser-table rows of a posterior option, with the relaxation option each comes from."""
+    kind = get_class(option._target_).kind
+    if not any("relaxation" in str(entry) for entry in option.get("defaults", [])):
+        return {kind: None}
+    return {f"{kind}/{get_class(relaxation._target_).family}": name
+            for name, relaxation in _options("posterior/relaxation").items()}
+
+
+def working_pairs() -> str:
+    """The (posterior, prior) pairs of conf/ that have a regulariser, in one line, in config terms."""
+    supports: dict[str, list[str]] = {}
+    for name, option in _options("prior").items():
+        supports.setdefault(get_class(option._target_).support, []).append(name)
+    pairs = []
+    for posterior, option in _options("posterior").items():
+        for support, priors in supports.items():
+            bounds = {relaxation: set(REGULARISERS[(row, support)])
+                      for row, relaxation in _rows(option).items() if (row, support) in REGULARISERS}
+            if not bounds:
+                continue
+            every = set().union(*bounds.values())
+            notes = [f"posterior/relaxation={relaxation}: objective.bound={'|'.join(sorted(b))} only"
+                     for relaxation, b in bounds.items() if b != every]
+            missing = [relaxation for relaxation in _rows(option).values()
+                       if relaxation is not None and relaxation not in bounds]
+            notes += [f"not posterior/relaxation={relaxation}" for relaxation in missing]
+            note = f" ({'; '.join(notes)})" if notes else ""
+            pairs.append(f"posterior={posterior} with prior={'|'.join(priors)}{note}")
+    return "; ".join(pairs)
+
+
+def check_parts(cfg: DictConfig) -> None:
+    """The (posterior, prior) pair has a regulariser under ``objective.bound`` (vae_lab/regularisers.py);
+    else one line that names the pairs that work. Checked from the classes the config names, before
+    anything is built."""
+    if "posterior" not in cfg or "prior" not in cfg:
+        return
+    relaxation = cfg.posterior.get("relaxation")
+    row = get_class(cfg.posterior._target_).kind
+    if relaxation is not None:
+        row = f"{row}/{get_class(relaxation._target_).family}"
+    support = get_class(cfg.prior._target_).support
+    bound = cfg.objective.bound
+    if bound in REGULARISERS.get((row, support), {}):
+        return
+    chosen = f"posterior={_name('posterior', cfg.posterior)}"
+    if relaxation is not None:
+        chosen += f" posterior/relaxation={_name('posterior/relaxation', relaxation)}"
+    raise ConfigError(f"{chosen} with prior={_name('prior', cfg.prior)} and objective.bound={bound}: this pair has "
+                      f"no regulariser; the pairs that work: {working_pairs()}")

@@ -1,7 +1,8 @@
 """The one interface every model family implements; shared code (module.py, callbacks.py, train.py)
 speaks only to it, never probing a family with ``hasattr`` / ``isinstance``.
 
-A family is an ``nn.Module`` built from parts (nets, a posterior, a prior from ``conf/prior/``). It must
+A family is an ``nn.Module`` built from parts (nets, a posterior from ``conf/posterior/``, a prior from
+``conf/prior/``, both built with its latent count; their regulariser from vae_lab/regularisers.py). It must
 give its named log weights; every other hook has a default that does nothing, so a family overrides
 only what it offers:
 

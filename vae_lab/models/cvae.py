@@ -48,14 +48,15 @@ from vae_lab.models.base import LatentVariableModel
 from vae_lab.nets.rnn import host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
-from vae_lab.posteriors import GaussianPosterior
-from vae_lab.posteriors.gaussian import GaussianParams
+from vae_lab.posteriors.gaussian import GaussianPosterior
 from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
+from vae_lab.regularisers import Encoding, regulariser_of
 
 
 class TenseCVAE(LatentVariableModel):
-    """Character LSTM encoder/decoder conditioned on the tense, Gaussian posterior, a prior from
-    ``conf/prior/`` (``prior``: a factory called with ``latent_dim``; N(0, I) by default)."""
+    """Character LSTM encoder/decoder conditioned on the tense; a posterior from ``conf/posterior/`` and a
+    prior from ``conf/prior/`` (factories called with ``latent_dim``; a Gaussian and N(0, I) by default),
+    scored by the pair's regulariser under ``bound`` (vae_lab/regularisers.py)."""
 
     modes = {"convert": ("word", "source", "target", "words_file")}
 
@@ -64,7 +65,8 @@ class TenseCVAE(LatentVariableModel):
                  teacher_forcing: Schedule | float | None = None, teacher_forcing_unit: str = "batch",
                  bidirectional: bool = False, feed_latent: bool = False, dropout: float = 0.0,
                  char_dropout: float = 0.0, max_length: int = 24, prior: Callable[..., Prior] | None = None,
-                 gaussian_samples: int = 100, gaussian_seed: int = 0, bleu_smoothing: str = "floor"):
+                 gaussian_samples: int = 100, gaussian_seed: int = 0, bleu_smoothing: str = "floor",
+                 posterior: Callable[..., nn.Module] | None = None, bound: str = "elbo"):
         super().__init__()
         if teacher_forcing_unit not in ("batch", "word"):
             raise ConfigError(f"model.teacher_forcing_unit: unknown {teacher_forcing_unit!r}; allowed: batch, word")
@@ -90,12 +92,14 @@ class TenseCVAE(LatentVariableModel):
         self.tense_embedding = nn.Embedding(num_tenses, condition_dim)
         self.encoder_init = nn.Linear(condition_dim, 2 * directions * hidden_dim)
         self.encoder = nn.LSTM(embedding_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
-        self.posterior = GaussianPosterior(2 * directions * hidden_dim, latent_dim)
+        self.posterior = (posterior or GaussianPosterior)(latent_dim=latent_dim,
+                                                          in_features=2 * directions * hidden_dim)
         self.decoder_init = nn.Linear(latent_dim + condition_dim, 2 * hidden_dim)
         context_dim = latent_dim + condition_dim if feed_latent else 0
         self.decoder = nn.LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
         self.to_logits = nn.Linear(hidden_dim, vocab_size)
         self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
+        self.regulariser = regulariser_of(self.posterior, self.prior, bound)
         self.standard_normal = StandardNormalPrior(latent_dim)  # for gaussian_score_normal
 
     # ------------------------------------------------------------------ nets
@@ -106,8 +110,9 @@ class TenseCVAE(LatentVariableModel):
         h, c = features.view(features.shape[0], 2, directions, -1).permute(1, 2, 0, 3)
         return torch.tanh(h).contiguous(), c.contiguous()
 
-    def posterior_params(self, tokens: Tensor, lengths: Tensor, tense: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x, c), each ``[batch, latent]``; ``lengths`` incl. <eos>."""
+    def posterior_params(self, tokens: Tensor, lengths: Tensor, tense: Tensor):
+        """The parameters of q(z|x, c) ``[batch, latent]`` (means and log-variances, or Bernoulli logits);
+        ``lengths`` incl. <eos>."""
         directions = 2 if self.encoder.bidirectional else 1
         state = self._state(self.encoder_init(self.tense_embedding(tense)), directions)
         packed = pack_padded_sequence(self.dropout(self.char_embedding(tokens)), lengths.cpu(), batch_first=True,
@@ -115,9 +120,9 @@ class TenseCVAE(LatentVariableModel):
         _, (h, c) = self.encoder(packed, state)  # each [directions, batch, hidden]
         return self.posterior(torch.cat([*h, *c], dim=-1))
 
-    def encode(self, batch: dict) -> GaussianParams:
-        """Posterior means and log-variances ``[batch, latent]`` of the (source) forms under their tenses."""
-        return GaussianParams(*self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"]))
+    def encode(self, batch: dict):
+        """The posterior's parameters ``[batch, latent]`` of the (source) forms under their tenses."""
+        return self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"])
 
     def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
         """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
@@ -198,7 +203,7 @@ class TenseCVAE(LatentVariableModel):
             return bool(torch.rand(()) < ratio)
         return torch.rand(batch_size, device=device) < ratio
 
-    def log_weights(self, batch: dict, num_samples: int = 1, encoded: GaussianParams | None = None) -> LogWeights:
+    def log_weights(self, batch: dict, num_samples: int = 1, encoded=None) -> LogWeights:
         """log p(y|z, c') + log p(z) - log q(z|x, c) ``[k, batch]``, z ~ q(z|x, c) (``encoded``: its parameters,
         already computed).
 
@@ -211,18 +216,18 @@ class TenseCVAE(LatentVariableModel):
         target_tense = batch.get("target_tense", tense)
         lengths = batch.get("target_lengths", batch["lengths"])
         size, length = target_tokens.shape
-        mean, log_var = ((encoded.mean, encoded.log_var) if encoded is not None
-                         else self.posterior_params(tokens, host_lengths(batch), tense))  # [batch, latent]
-        z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, latent]
+        params = encoded if encoded is not None else self.posterior_params(tokens, host_lengths(batch), tense)
+        z = self.posterior.draw(params, num_samples, relaxed=self.training)  # [k, batch, latent]
         targets = target_tokens.repeat(num_samples, 1)  # [k batch, len]
         logits = self.decoder_logits(z.flatten(0, 1), target_tense.repeat(num_samples), targets,
                                      self._teach(num_samples * size, tokens.device))
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=CharTokenizer.PAD, reduction="none")
         log_likelihood = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
-        return LogWeights(log_likelihood=log_likelihood, prior=self.prior.log_prob(z),
-                          posterior=GaussianPosterior.log_prob(z, mean, log_var),
-                          kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
-                          num_units=lengths, encoded=GaussianParams(mean, log_var))
+        encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, size, latents=z)
+        terms = self.regulariser(encoding, self.prior)
+        return LogWeights(log_likelihood=log_likelihood, prior=terms.prior, posterior=terms.posterior,
+                          kl_per_dim=terms.kl_per_dim, analytic_kl=terms.analytic_kl,
+                          num_units=lengths, encoded=params)
 
     @torch.no_grad()
     def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -235,17 +240,17 @@ class TenseCVAE(LatentVariableModel):
         means, log_vars = [], []
         for chunk in index.split(1024):
             batch = collate([forms[i] for i in chunk.tolist()])
-            mean, log_var = self.posterior_params(batch["tokens"].to(device), batch["lengths"], batch["tense"].to(device))
-            means.append(mean)
-            log_vars.append(log_var)
+            params = self.posterior_params(batch["tokens"].to(device), batch["lengths"], batch["tense"].to(device))
+            means.append(params.mean)
+            log_vars.append(params.log_var)
         self.train(training)
         return torch.cat(means), torch.cat(log_vars)
 
     @torch.no_grad()
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
-        """Greedy conversions of the batch (posterior mean; reconstructions on batches without targets)
-        and their references."""
-        mean, _ = self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"])
+        """Greedy conversions of the batch (the posterior's point: its mean, the most probable binary z;
+        reconstructions on batches without targets) and their references."""
+        mean = self.posterior.point(self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"]))
         target_tokens = batch.get("target_tokens", batch["tokens"])
         hypotheses = self.greedy(mean, batch.get("target_tense", batch["tense"]))
         return hypotheses, [self.tokenizer.decode(row) for row in target_tokens.tolist()]
@@ -276,7 +281,8 @@ class TenseCVAE(LatentVariableModel):
 
         model_score = score(self.prior)
         normal_score = model_score if self.prior.is_standard_normal else score(self.standard_normal)
-        return {"gaussian_score": model_score, "gaussian_score_normal": normal_score}
+        return {**super().epoch_metrics(datamodule, stage),  # the prior's own (an RBM's log Z)
+                "gaussian_score": model_score, "gaussian_score_normal": normal_score}
 
     def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None) -> TextOutput:
         """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns ('-': empty)."""
@@ -300,7 +306,8 @@ class TenseCVAE(LatentVariableModel):
             return []
         device = self.to_logits.weight.device
         tokens, lengths = self.tokenizer.pad(words)
-        mean, _ = self.posterior_params(tokens.to(device), lengths, torch.tensor(sources, device=device))
+        mean = self.posterior.point(self.posterior_params(tokens.to(device), lengths,
+                                                          torch.tensor(sources, device=device)))
         return self.greedy(mean, torch.tensor(targets, device=device))
 
 

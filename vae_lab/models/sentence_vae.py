@@ -1,7 +1,10 @@
 """Sentence VAE (Bowman et al. 2016, "Generating Sentences from a Continuous Space").
 
-RNN encoder -> Gaussian q(z|x) -> RNN decoder whose initial state (and optionally every input)
-comes from z; word dropout replaces decoder inputs by <unk> at training time only.
+RNN encoder -> q(z|x) -> RNN decoder whose initial state (and optionally every input) comes from z;
+word dropout replaces decoder inputs by <unk> at training time only. The posterior is a part
+(``posterior=``: Gaussian as Bowman et al., or Bernoulli latents with a relaxation), so is the prior
+(``prior=``: N(0, I), a mixture, the aggregate posterior, or an RBM over Bernoulli latents); the pair's
+regulariser comes from vae_lab/regularisers.py.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ from vae_lab.nets.output import target_log_prob
 from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput, publish
-from vae_lab.posteriors import GaussianPosterior
-from vae_lab.posteriors.gaussian import GaussianParams
+from vae_lab.posteriors.gaussian import GaussianPosterior
 from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
+from vae_lab.regularisers import Encoding, regulariser_of
 
 
 class SentenceVAE(LatentVariableModel):
@@ -28,8 +31,9 @@ class SentenceVAE(LatentVariableModel):
 
     ``word_dropout`` is the rate at which decoder inputs are replaced by <unk> (Bowman's keep rate
     0.75 is ``word_dropout=0.25``); ``feed_latent`` also concatenates z to every decoder input;
-    ``tie_embeddings`` shares the input embedding with the output softmax. ``prior`` is a factory
-    from ``conf/prior/`` called with ``latent_dim`` (N(0, I) by default).
+    ``tie_embeddings`` shares the input embedding with the output softmax. ``posterior`` and ``prior``
+    are factories from ``conf/posterior/`` and ``conf/prior/`` called with ``latent_dim`` (a Gaussian
+    and N(0, I) by default); ``bound`` (``objective.bound``) picks the pair's regulariser.
     """
 
     modes = {"interpolate": ("sentence_a", "sentence_b", "steps")}
@@ -38,7 +42,8 @@ class SentenceVAE(LatentVariableModel):
                  hidden_dim: int = 256, latent_dim: int = 16, num_layers: int = 1,
                  bidirectional: bool = False, word_dropout: float = 0.0, embedding_dropout: float = 0.0,
                  rnn_dropout: float = 0.0, feed_latent: bool = False, tie_embeddings: bool = False,
-                 max_decode_length: int = 60, prior: Callable[..., Prior] | None = None):
+                 max_decode_length: int = 60, prior: Callable[..., Prior] | None = None,
+                 posterior: Callable[..., nn.Module] | None = None, bound: str = "elbo"):
         super().__init__()
         if not 0.0 <= word_dropout <= 1.0:
             raise ConfigError(f"model.word_dropout={word_dropout}: must lie in [0, 1] (1 - keep rate)")
@@ -47,7 +52,7 @@ class SentenceVAE(LatentVariableModel):
         self.embedding = nn.Embedding(len(vocab), embedding_dim, padding_idx=vocab.pad)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.encoder = RNNEncoder(rnn_type, embedding_dim, hidden_dim, num_layers, bidirectional, rnn_dropout)
-        self.posterior = GaussianPosterior(self.encoder.output_size, latent_dim)
+        self.posterior = (posterior or GaussianPosterior)(latent_dim=latent_dim, in_features=self.encoder.output_size)
         self.decoder = LatentInitialisedDecoder(rnn_type, embedding_dim, hidden_dim, latent_dim,
                                                 num_layers, rnn_dropout, feed_condition=feed_latent)
         projection = [nn.Linear(hidden_dim, embedding_dim)] if tie_embeddings and hidden_dim != embedding_dim else []
@@ -55,6 +60,7 @@ class SentenceVAE(LatentVariableModel):
         if tie_embeddings:
             self.output[-1].weight = self.embedding.weight
         self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
+        self.regulariser = regulariser_of(self.posterior, self.prior, bound)
 
     # -- vocabulary travels in the state dict, so a checkpoint cannot be read with another one
     def get_extra_state(self) -> dict:
@@ -66,12 +72,12 @@ class SentenceVAE(LatentVariableModel):
                               "the dataset settings it was trained with (dataset=…, dataset.max_vocab=…)")
 
     # -- parts
-    def encode(self, batch: dict) -> GaussianParams:
-        """Posterior means and log-variances ``[batch, dim]``."""
-        return GaussianParams(*self.posterior_params(batch))
+    def encode(self, batch: dict):
+        """The posterior's parameters ``[batch, dim]`` (``GaussianParams`` / ``BernoulliParams``)."""
+        return self.posterior_params(batch)
 
-    def posterior_params(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """Posterior mean and log-variance ``[batch, dim]``."""
+    def posterior_params(self, batch: dict):
+        """The posterior's parameters ``[batch, dim]``: means and log-variances, or Bernoulli logits."""
         embedded = self.embedding_dropout(self.embedding(batch["tokens"]))
         return self.posterior(self.encoder(embedded, host_lengths(batch)))
 
@@ -108,18 +114,23 @@ class SentenceVAE(LatentVariableModel):
         rows = torch.arange(z.shape[0], device=z.device).unsqueeze(1).expand_as(mask)[mask]  # [m]
         return torch.zeros(z.shape[0], dtype=token_log_prob.dtype, device=z.device).index_add_(0, rows, token_log_prob)
 
-    def log_weights(self, batch: dict, num_samples: int = 1, encoded: GaussianParams | None = None) -> LogWeights:
+    def log_weights(self, batch: dict, num_samples: int = 1, encoded=None) -> LogWeights:
+        """log p(x|z) + log p(z) - log q(z|x) ``[k, batch]``, z from the posterior (relaxed in training for
+        Bernoulli latents), scored by the pair's regulariser; ``encoded``: the parameters, already computed."""
         tokens, lengths = batch["tokens"], batch["lengths"]
-        mean, log_var = (encoded.mean, encoded.log_var) if encoded is not None else self.posterior_params(batch)
-        z = GaussianPosterior.rsample(mean, log_var, num_samples)  # [k, batch, dim]
+        params = encoded if encoded is not None else self.posterior_params(batch)
+        z = self.posterior.draw(params, num_samples, relaxed=self.training)  # [k, batch, dim]
         log_likelihood = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
+        encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, len(lengths), latents=z)
+        terms = self.regulariser(encoding, self.prior)
         return LogWeights(
             log_likelihood=log_likelihood.view(num_samples, -1),
-            prior=self.prior.log_prob(z),
-            posterior=GaussianPosterior.log_prob(z, mean, log_var),
-            kl_per_dim=GaussianPosterior.kl_per_dim(mean, log_var) if self.prior.analytic_kl else None,
-            num_units=(lengths + 1).to(mean.dtype),
-            encoded=GaussianParams(mean, log_var),
+            prior=terms.prior,
+            posterior=terms.posterior,
+            kl_per_dim=terms.kl_per_dim,
+            analytic_kl=terms.analytic_kl,
+            num_units=(lengths + 1).to(z.dtype),
+            encoded=params,
         )
 
     # -- decoding
@@ -147,9 +158,10 @@ class SentenceVAE(LatentVariableModel):
         return [self.vocab.decode(row) for row in ids]
 
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
-        """Greedy reconstructions from the posterior mean, and the input sentences."""
-        mean, _ = self.posterior_params(batch)
-        hypotheses = [" ".join(words) for words in self.decode(mean)]
+        """Greedy reconstructions from the posterior's point (its mean; the most probable binary z), and the
+        input sentences."""
+        point = self.posterior.point(self.posterior_params(batch))
+        hypotheses = [" ".join(words) for words in self.decode(point)]
         references = [" ".join(self.vocab.decode(row[:n])) for row, n in
                       zip(batch["tokens"].tolist(), batch["lengths"].tolist())]
         return hypotheses, references
@@ -171,9 +183,9 @@ class SentenceVAE(LatentVariableModel):
         means, log_vars = [], []
         for chunk in index.split(256):
             batch = collate_sentences([dataset[i] for i in chunk.tolist()], self.vocab.pad)
-            mean, log_var = self.posterior_params({"tokens": batch["tokens"].to(device), "lengths": batch["lengths"]})
-            means.append(mean)
-            log_vars.append(log_var)
+            params = self.posterior_params({"tokens": batch["tokens"].to(device), "lengths": batch["lengths"]})
+            means.append(params.mean)
+            log_vars.append(params.log_var)
         return torch.cat(means), torch.cat(log_vars)
 
     def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None,
@@ -196,13 +208,13 @@ class SentenceVAE(LatentVariableModel):
         publish(interpolation, output_dir, "interpolation")  # and a wandb table
 
     def interpolate(self, sentence_a: str, sentence_b: str, steps: int = 5) -> list[str]:
-        """Homotopy: decode greedily along the line between the posterior means of two sentences,
+        """Homotopy: decode greedily along the line between the posterior points (means) of two sentences,
         both ends included (``steps`` points in between)."""
         device = next(self.parameters()).device
         ids = [torch.tensor(self.vocab.encode(s.split()) or [self.vocab.unk]) for s in (sentence_a, sentence_b)]
         lengths = torch.tensor([len(x) for x in ids], device=device)
         tokens = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad).to(device)
-        mean, _ = self.posterior_params({"tokens": tokens, "lengths": lengths})
+        mean = self.posterior.point(self.posterior_params({"tokens": tokens, "lengths": lengths}))
         weights = torch.linspace(0, 1, steps + 2, device=device).unsqueeze(1)  # [steps + 2, 1]
         path = (1 - weights) * mean[0] + weights * mean[1]  # [steps + 2, dim]
         return [" ".join(words) for words in self.decode(path)]

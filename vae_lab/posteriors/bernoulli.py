@@ -1,11 +1,12 @@
-"""Factorial Bernoulli posteriors q(z|x) = prod_d Bernoulli(z_d; sigmoid(l_d)) over binary latents."""
+"""Factorial Bernoulli posteriors q(z|x) = prod_d Bernoulli(z_d; sigmoid(l_d)) over binary latents, relaxed in
+training by a smoothing of vae_lab/posteriors/smoothing.py."""
 from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vae_lab.devices import checked_generator
 
@@ -37,10 +38,18 @@ def bernoulli_entropy(logits: Tensor) -> Tensor:
 
 class BernoulliParams:
     """The logits ``[n, dim]`` of factorial Bernoulli posteriors of n examples (for a hierarchical
-    posterior: each group's logits given the binary draws of the groups before it)."""
+    posterior: each group's logits given the binary draws of the groups before it), and the raw
+    shifts ``[n, dim]`` of a relaxation with a second output per unit (the Gaussian integral's δμ)."""
 
-    def __init__(self, logits: Tensor):
-        self.logits = logits
+    def __init__(self, logits: Tensor, shift: Tensor | None = None):
+        self.logits, self.shift = logits, shift
+
+    @classmethod
+    def cat(cls, groups: list["BernoulliParams"]) -> "BernoulliParams":
+        """The parameters of groups of latents side by side ``[n, sum of dims]``."""
+        shifts = [g.shift for g in groups]
+        return cls(torch.cat([g.logits for g in groups], dim=-1),
+                   None if shifts[0] is None else torch.cat(shifts, dim=-1))
 
     def pack(self) -> Tensor:
         return self.logits
@@ -70,3 +79,70 @@ class BernoulliParams:
             pairwise = rows @ log_on.T + (1 - rows) @ log_off.T  # [c, n]
             log_aggregate.append(torch.logsumexp(pairwise, dim=-1) - math.log(n))
         return float((log_conditional - torch.cat(log_aggregate)).mean())
+
+
+class BernoulliPosterior(nn.Module):
+    """Factorial Bernoulli q(z|x) over binary latents, a part every family can use (``posterior=bernoulli``;
+    the priors it pairs with: vae_lab/regularisers.py). In training the draws are the ``relaxation``'s
+    continuous ζ (reparameterised), in evaluation binary z.
+
+    Built with the family's ``latent_dim``; with ``in_features`` it also holds the head that maps a
+    feature vector to the ``num_params`` outputs per latent (logits; and raw shifts for the Gaussian
+    integral), without it the family's nets give them. The Gaussian integral's scale σ is learned per
+    unit here: σ = |0.2 s| + 0.05, s from 1 (DVAE#'s reference).
+    """
+
+    kind = "bernoulli"
+
+    def __init__(self, latent_dim: int, relaxation, in_features: int | None = None):
+        super().__init__()
+        self.latent_dim, self.relaxation = latent_dim, relaxation
+        self.num_params = relaxation.num_params
+        if in_features is not None:
+            self.to_params = nn.Linear(in_features, self.num_params * latent_dim)
+        if self.num_params == 2:
+            self.sigma_raw = nn.Parameter(torch.ones(latent_dim))
+
+    @property
+    def row(self) -> str:
+        """Its row in the regulariser table: ``bernoulli/<the relaxation's family>``."""
+        return f"{self.kind}/{self.relaxation.family}"
+
+    def forward(self, features: Tensor) -> BernoulliParams:
+        """The parameters ``[batch, dim]`` from the head."""
+        return self.params(self.to_params(features).view(features.shape[0], self.num_params, self.latent_dim))
+
+    def params(self, outputs: Tensor) -> BernoulliParams:
+        """The parameters from a net's outputs ``[n, num_params, dim]`` (logits first)."""
+        return BernoulliParams(outputs[:, 0], outputs[:, 1] if self.num_params == 2 else None)
+
+    def _mixture(self, params: BernoulliParams, offset: int) -> tuple[Tensor, Tensor]:
+        """The Gaussian integral's σ ``[dim]`` of units offset.. and shift δμ (``params.shift``'s shape)."""
+        raw = self.sigma_raw[offset:offset + params.logits.shape[-1]]
+        return 0.2 * raw.abs() + 0.05, self.relaxation.shift(params.shift)
+
+    def draw(self, params: BernoulliParams, num_samples: int = 1, relaxed: bool = True, offset: int = 0) -> Tensor:
+        """``[k, n, dim]`` draws: relaxed ζ (differentiable) or binary z; ``offset``: the first unit's index
+        among the posterior's (a group of a hierarchical posterior)."""
+        expand = (lambda t: t.unsqueeze(0)) if num_samples == 1 else (lambda t: t.expand(num_samples, *t.shape))
+        logits = expand(params.logits)
+        if not relaxed:
+            return bernoulli_sample(logits)
+        if self.num_params == 2:
+            sigma, delta_mu = self._mixture(params, offset)
+            return self.relaxation.rsample(logits, sigma, expand(delta_mu))
+        return self.relaxation.rsample(logits)
+
+    def log_q(self, z: Tensor, params: BernoulliParams, relaxed: bool = True, offset: int = 0) -> Tensor:
+        """log q summed over the last dimension ``[..., dim] -> [...]``: of relaxed ζ (the relaxation's
+        density; the spike-and-exponential has none) or of binary z."""
+        if not relaxed:
+            return bernoulli_log_prob(z, params.logits).sum(-1)
+        if self.num_params == 2:
+            return self.relaxation.log_prob(z, params.logits, *self._mixture(params, offset)).sum(-1)
+        return self.relaxation.log_prob(z, params.logits).sum(-1)
+
+    @staticmethod
+    def point(params: BernoulliParams) -> Tensor:
+        """The most probable binary z ``[n, dim]``, the latent a family decodes greedily."""
+        return (params.logits > 0).to(params.logits.dtype)

@@ -40,20 +40,50 @@ def diagonal_mixture_log_prob(z: Tensor, means: Tensor, log_vars: Tensor, log_we
 
 
 class GaussianPosterior(nn.Module):
-    """Diagonal Gaussian q(z|x) = N(mean(h), diag(exp(log_var(h)))) from a feature vector h.
+    """Diagonal Gaussian q(z|x) = N(mean, diag(exp(log_var))), a part every family can use
+    (``posterior=gaussian``; the table of the priors it pairs with: vae_lab/regularisers.py).
 
-    Draws use the reparameterisation z = mean + exp(log_var / 2) * eps.
+    Built with the family's ``latent_dim``; with ``in_features`` it also holds the head that maps a
+    feature vector h to (mean, log_var) (the text families), without it the family's own nets give
+    the ``num_params`` outputs per latent (the image family). Draws use the reparameterisation
+    z = mean + exp(log_var / 2) * eps.
     """
 
-    def __init__(self, in_features: int, latent_dim: int):
+    kind = "gaussian"  # its row in the regulariser table
+    num_params = 2
+
+    def __init__(self, latent_dim: int, in_features: int | None = None):
         super().__init__()
         self.latent_dim = latent_dim
-        self.to_params = nn.Linear(in_features, 2 * latent_dim)
+        if in_features is not None:
+            self.to_params = nn.Linear(in_features, 2 * latent_dim)
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance, each ``[batch, dim]``."""
+    def forward(self, features: Tensor) -> "GaussianParams":
+        """Mean and log-variance, each ``[batch, dim]``, from the head."""
         mean, log_var = self.to_params(features).chunk(2, dim=-1)
-        return mean, log_var
+        return GaussianParams(mean, log_var)
+
+    @property
+    def row(self) -> str:
+        return self.kind
+
+    @staticmethod
+    def params(outputs: Tensor) -> "GaussianParams":
+        """The parameters from a net's outputs ``[n, 2, dim]`` (means first)."""
+        return GaussianParams(outputs[:, 0], outputs[:, 1])
+
+    def draw(self, params: "GaussianParams", num_samples: int = 1, relaxed: bool = True, offset: int = 0) -> Tensor:
+        """``[k, n, dim]`` reparameterised draws (``relaxed`` and ``offset`` mean nothing for Gaussians)."""
+        return self.rsample(params.mean, params.log_var, num_samples)
+
+    def log_q(self, z: Tensor, params: "GaussianParams", relaxed: bool = True, offset: int = 0) -> Tensor:
+        """log q(z|x) summed over the last dimension, ``[k, n, dim] -> [k, n]``."""
+        return self.log_prob(z, params.mean, params.log_var)
+
+    @staticmethod
+    def point(params: "GaussianParams") -> Tensor:
+        """The posterior mean ``[n, dim]``, the latent a family decodes greedily."""
+        return params.mean
 
     @staticmethod
     def distribution(mean: Tensor, log_var: Tensor) -> Independent:
@@ -82,6 +112,11 @@ class GaussianParams:
 
     def __init__(self, mean: Tensor, log_var: Tensor):
         self.mean, self.log_var = mean, log_var
+
+    @classmethod
+    def cat(cls, groups: list["GaussianParams"]) -> "GaussianParams":
+        """The parameters of groups of latents side by side ``[n, sum of dims]``."""
+        return cls(torch.cat([g.mean for g in groups], dim=-1), torch.cat([g.log_var for g in groups], dim=-1))
 
     def pack(self) -> Tensor:
         """One ``[n, 2 dim]`` tensor, gathered over an evaluation epoch."""

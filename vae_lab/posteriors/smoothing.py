@@ -198,6 +198,7 @@ class OverlappingRelaxation:
     """
 
     num_params = 1
+    family = "overlapping"  # its row in the regulariser table (vae_lab/regularisers.py)
 
     def __init__(self, smoothing: Smoothing):
         self.smoothing = smoothing
@@ -246,6 +247,7 @@ class SpikeAndExponential:
     """
 
     num_params = 1
+    family = "spike_and_exponential"  # its row in the regulariser table (vae_lab/regularisers.py)
 
     def __init__(self, beta: float):
         if not beta > 0:
@@ -291,9 +293,11 @@ class GaussianMixtureRelaxation:
     """
 
     num_params = 2
+    family = "gaussian_integral"  # its row in the regulariser table (vae_lab/regularisers.py)
 
-    def __init__(self, delta_mu_scale: float = 0.5):
+    def __init__(self, delta_mu_scale: float = 0.5, minimum_lambda: float = 0.0):
         self.delta_mu_scale = float(delta_mu_scale)
+        self.minimum_lambda = float(minimum_lambda or 0.0)  # the floor of the RBM prior's λ (DVAE#: the sharpness β)
 
     def shift(self, raw: Tensor) -> Tensor:
         """δμ = delta_mu_scale (sigmoid(t) - 1/2) from the encoder's second output t."""

@@ -37,8 +37,12 @@ def training_subset(size: int, count: int, generator: torch.Generator) -> Tensor
 
 
 class Prior(nn.Module):
-    """What a family asks of its prior p(z) (``conf/prior/``, built by the family with its latent size).
+    """What a family asks of its prior p(z) (``conf/prior/``): every prior is built by the family as
+    ``prior(latent_dim=n)``, n its number of latents (a prior that needs a layout of them, as the RBM's
+    halves, takes it from its own config keys).
 
+    ``support``: what z it is a density of: ``continuous`` (z in R^n) or ``boltzmann`` (binary z, a
+    Boltzmann machine); with the posterior's kind it picks the regulariser (vae_lab/regularisers.py).
     ``log_prob(z)`` ``[..., dim] -> [...]``; ``sample(n, generator)``; ``analytic_kl``: the KL to a
     diagonal Gaussian posterior is N(0, I)'s closed form; ``is_standard_normal``: p(z) is N(0, I) now.
     ``prepare_evaluation(model, datamodule)`` runs before each val/test epoch,
@@ -46,6 +50,7 @@ class Prior(nn.Module):
     the training loss; all do nothing by default.
     """
 
+    support = "continuous"
     analytic_kl = False
     is_standard_normal = False
 

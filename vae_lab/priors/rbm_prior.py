@@ -23,11 +23,19 @@ class RBMPrior(Prior):
     its standard error, in buffers that checkpoints carry; ``log_prob`` of binary z uses it.
     ``regularizer()``: weight decay ``weight_decay`` · ½‖W‖² as the DVAE# reference.
     The samplers' state (PCD chains, generators) travels in the state dict, so a resumed run goes on.
+    The family gives ``latent_dim`` units; the first ``n_left`` (null: half, rounded down) are the left layer.
     """
 
-    def __init__(self, n_left: int, n_right: int, sampler: Callable[..., RBMSampler] | None = None,
+    support = "boltzmann"
+
+    def __init__(self, latent_dim: int, n_left: int | None = None, sampler: Callable[..., RBMSampler] | None = None,
                  log_z_estimator: Callable[..., AIS] | None = None, weight_decay: float = 1e-4):
         super().__init__()
+        n_left = latent_dim // 2 if n_left is None else n_left
+        if not 0 < n_left < latent_dim:
+            raise ConfigError(f"prior.n_left={n_left}: the RBM's left layer needs 1 to {latent_dim - 1} "
+                              f"of the model's {latent_dim} latents (null: half)")
+        n_right = latent_dim - n_left
         if sampler is None:
             raise ConfigError("prior=rbm needs a training sampler for its log Z gradient: "
                               "pass sampler=pcd or sampler=population_annealing")
