@@ -35,7 +35,7 @@ def measure(args) -> dict[str, float]:
     torch.manual_seed(0)
     datamodule = train.build_datamodule(cfg)
     module = train.build_module(cfg, datamodule)
-    model, sampler = module.model.train(), module.model.prior.sampler
+    model, sampler = module.model.to(args.device).train(), module.model.prior.sampler
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-3)
     spent = [0.0]
     real_sample = sampler.sample
@@ -51,7 +51,7 @@ def measure(args) -> dict[str, float]:
     from vae_lab.objectives import training_objective
 
     def step():
-        batch = next(batches)
+        batch = {key: value.to(args.device) if torch.is_tensor(value) else value for key, value in next(batches).items()}
         out = training_objective(model.log_weights(batch, cfg.k), 1.0, bound=cfg.objective.bound)
         loss = out.loss + model.regularizer()
         optimizer.zero_grad()
@@ -64,6 +64,8 @@ def measure(args) -> dict[str, float]:
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     return {"images_per_s": args.steps * cfg.dataset.batch_size / elapsed, "ms_per_step": 1000 * elapsed / args.steps,
             "sampler_share": spent[0] / elapsed}
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = measure(args)

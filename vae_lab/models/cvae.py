@@ -45,7 +45,7 @@ from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.metrics.tense import exact_match, gaussian_score, mean_char_bleu
 from vae_lab.models.base import LatentVariableModel
-from vae_lab.nets.rnn import host_lengths
+from vae_lab.nets.rnn import LSTM, host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors.gaussian import GaussianPosterior
@@ -91,12 +91,12 @@ class TenseCVAE(LatentVariableModel):
         self.char_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=CharTokenizer.PAD)
         self.tense_embedding = nn.Embedding(num_tenses, condition_dim)
         self.encoder_init = nn.Linear(condition_dim, 2 * directions * hidden_dim)
-        self.encoder = nn.LSTM(embedding_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
+        self.encoder = LSTM(embedding_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
         self.posterior = (posterior or GaussianPosterior)(latent_dim=latent_dim,
                                                           in_features=2 * directions * hidden_dim)
         self.decoder_init = nn.Linear(latent_dim + condition_dim, 2 * hidden_dim)
         context_dim = latent_dim + condition_dim if feed_latent else 0
-        self.decoder = nn.LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
+        self.decoder = LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
         self.to_logits = nn.Linear(hidden_dim, vocab_size)
         self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
         self.regulariser = regulariser_of(self.posterior, self.prior, bound)
