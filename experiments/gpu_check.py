@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from vae_lab.data.files import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = [("vae", "ptb"), ("cvae", "verb_tense"), ("vae_mlp", "binarized_mnist"),
             ("dvae_spike_exp", "binarized_mnist"), ("dvaepp_power", "binarized_mnist"), ("dvaes_power", "binarized_mnist")]
@@ -63,18 +65,26 @@ def checks(trainer: str, tiny: bool, out: Path) -> list[tuple[str, list[str], st
     sentences, samples = ("16", "5") if tiny else ("3761", "500")
     runs.append((f"PTB test cost, {sentences} sentences x {samples} samples",
                  [python, "experiments/bench_text_vae.py", "experiment=bowman2016_ptb", *text_steps, "--threads", "1",
-                  "--accelerator", trainer, "--eval-sentences", sentences, "--eval-samples", samples], r"(test[^\n]*)"))
+                  "--accelerator", trainer, "--eval-sentences", sentences, "--eval-samples", samples], r"^(test \(\d+ samples.*)$"))
     return runs
 
 
 def figure(pattern: str | None, output: str) -> str:
+    """The last match of ``pattern`` (its one group, or the whole match) in a check's standard output."""
     if pattern is None:
         return ""
     found = re.findall(pattern, output, flags=re.MULTILINE)
-    if not found:
-        return "(not found)"
-    last = found[-1]
-    return last if isinstance(last, str) else " ".join(last)
+    return found[-1] if found else "(not found)"
+
+
+def write_report(out: Path, trainer: str, tiny: bool, results: list[dict]) -> None:
+    """``gpu_check.json`` and ``gpu_check.md`` of the checks done so far (rewritten after each one, so a
+    call stopped by its time limit still brings back what it measured)."""
+    write_atomic(out / "gpu_check.json", json.dumps({"trainer": trainer, "tiny": tiny, "checks": results}, indent=2) + "\n")
+    lines = ["| check | result | seconds | figure |", "|---|---|---|---|"]
+    lines += [f"| {r['check']} | {'ok' if r['rc'] == 0 else 'FAIL rc=' + str(r['rc'])} | {r['seconds']} | {r['figure']} |"
+              for r in results]
+    write_atomic(out / "gpu_check.md", "\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -84,6 +94,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     only = re.compile(os.environ.get("GPU_CHECK_ONLY", ""))  # a regex of check names (the CPU twin's subset)
     results = []
+    write_report(out, trainer, tiny, results)
     for name, command, pattern in checks(trainer, tiny, out):
         if not only.search(name):
             continue
@@ -96,11 +107,7 @@ def main() -> int:
                "tail": "" if done.returncode == 0 else output[-1500:]}
         results.append(row)
         print(f"{'ok ' if done.returncode == 0 else 'FAIL'} {seconds:7.1f} s  {name}  {row['figure']}", flush=True)
-    (out / "gpu_check.json").write_text(json.dumps({"trainer": trainer, "tiny": tiny, "checks": results}, indent=2) + "\n")
-    lines = ["| check | result | seconds | figure |", "|---|---|---|---|"]
-    lines += [f"| {r['check']} | {'ok' if r['rc'] == 0 else 'FAIL rc=' + str(r['rc'])} | {r['seconds']} | {r['figure']} |"
-              for r in results]
-    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+        write_report(out, trainer, tiny, results)
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
     return 1 if any(r["rc"] for r in results) else 0
 

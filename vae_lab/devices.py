@@ -9,6 +9,8 @@ purpose: they index host memory, so their generator is ``generator_on("cpu", see
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -25,10 +27,14 @@ def device_of(where: Tensor | nn.Module | torch.device | str | None) -> torch.de
     if isinstance(where, Tensor):
         return where.device
     if isinstance(where, nn.Module):
-        for tensor in (*where.parameters(), *where.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        tensor = _first_tensor(where)
+        return torch.device("cpu") if tensor is None else tensor.device
     return torch.device(where)
+
+
+def _first_tensor(module: nn.Module) -> Tensor | None:
+    """The module's first parameter, else its first buffer; None when it has neither."""
+    return next(itertools.chain(module.parameters(), module.buffers()), None)
 
 
 def _same(a: torch.device, b: torch.device) -> bool:
@@ -65,8 +71,7 @@ def checked_generator(generator: torch.Generator | None, where, caller: str = "a
 def draw_device(module: nn.Module, generator: torch.Generator | None, caller: str) -> torch.device:
     """Where a module's draws go: its own device (checked against the generator), or, for a module
     without parameters or buffers (N(0, I)), the generator's device."""
-    has_state = any(True for _ in module.parameters()) or any(True for _ in module.buffers())
-    if not has_state:
+    if _first_tensor(module) is None:
         return generator.device if generator is not None else torch.device("cpu")
     device = device_of(module)
     checked_generator(generator, device, caller)

@@ -178,11 +178,6 @@ REGULARISERS: dict[tuple[str, str], dict[str, Regulariser]] = {
 }
 
 
-def working_pairs() -> list[tuple[str, str, str]]:
-    """Every (posterior row, prior support, bound) with a regulariser."""
-    return [(row, support, bound) for (row, support), cells in REGULARISERS.items() for bound in cells]
-
-
 def pick(row: str, support: str, bound: str) -> Regulariser:
     """The regulariser of a posterior row and a prior support under ``bound``; a ConfigError that names
     the pairs that work when there is none."""

@@ -106,13 +106,18 @@ def _name(group: str, node) -> str:
     return found[0] if found else str(node.get("_target_")).rsplit(".", 1)[-1]
 
 
+def _row(posterior, relaxation=None) -> str:
+    """The regulariser-table row of a posterior config and its relaxation's (``BernoulliPosterior.row``
+    of the built parts): the posterior's kind, then the relaxation's family."""
+    kind = get_class(posterior._target_).kind
+    return kind if relaxation is None else f"{kind}/{get_class(relaxation._target_).family}"
+
+
 def _rows(option: DictConfig) -> dict[str, str | None]:
     """Regulariser-table rows of a posterior option, with the relaxation option each comes from."""
-    kind = get_class(option._target_).kind
     if not any("relaxation" in str(entry) for entry in option.get("defaults", [])):
-        return {kind: None}
-    return {f"{kind}/{get_class(relaxation._target_).family}": name
-            for name, relaxation in _options("posterior/relaxation").items()}
+        return {_row(option): None}
+    return {_row(option, relaxation): name for name, relaxation in _options("posterior/relaxation").items()}
 
 
 def working_pairs() -> str:
@@ -145,9 +150,7 @@ def check_parts(cfg: DictConfig) -> None:
     if "posterior" not in cfg or "prior" not in cfg:
         return
     relaxation = cfg.posterior.get("relaxation")
-    row = get_class(cfg.posterior._target_).kind
-    if relaxation is not None:
-        row = f"{row}/{get_class(relaxation._target_).family}"
+    row = _row(cfg.posterior, relaxation)
     support = get_class(cfg.prior._target_).support
     bound = cfg.objective.bound
     if bound in REGULARISERS.get((row, support), {}):
