@@ -15,12 +15,12 @@ import vae_lab.train  # noqa: F401  (registers the config resolvers)
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose conf/train.yaml with overrides; the run folder is ``output_dir``."""
+def compose_config(overrides: list[str], output_dir: Path, conf_dir: str = CONF_DIR) -> DictConfig:
+    """Compose conf/train.yaml (of ``conf_dir``) with overrides; the run folder is ``output_dir``."""
     if not any(o.startswith("logger=") for o in overrides):
         overrides = [*overrides, "logger=none"]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):

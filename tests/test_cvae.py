@@ -6,7 +6,7 @@ import torch
 
 from vae_lab.schedules import Linear
 from vae_lab.data.verb_tense import (
-    CharTokenizer, Collate, FormDataset, PairDataset, conversion_pairs, parse_tense_pairs, read_lemminflect,
+    TENSES, CharTokenizer, Collate, FormDataset, PairDataset, conversion_pairs, parse_tense_pairs, read_lemminflect,
 )
 from vae_lab.models.cvae import TenseCVAE
 from functools import partial
@@ -22,7 +22,8 @@ def verbs():
 
 def tiny_model(**kwargs) -> TenseCVAE:
     torch.manual_seed(0)
-    return TenseCVAE(embedding_dim=16, hidden_dim=64, latent_dim=8, condition_dim=8, **kwargs)
+    return TenseCVAE(CharTokenizer(), TENSES, **{"embedding_dim": 16, "hidden_dim": 64, "latent_dim": 8,
+                                                 "condition_dim": 8, **kwargs})
 
 
 @pytest.mark.parametrize("options", [{}, {"bidirectional": True, "feed_latent": True}])
@@ -45,7 +46,7 @@ def test_teacher_forcing_schedule_and_free_running(verbs):
     assert model.set_step(20) == {"teacher_forcing": 0.0}
     model.train()
     training_objective(model.log_weights(batch), kl_weight=0.5).loss.backward()
-    assert model.decoder.weight_hh_l0.grad.abs().sum() > 0
+    assert model.decoder.rnn.weight_hh_l0.grad.abs().sum() > 0
     # teaching every word step by step gives the fused call's logits
     z, tense = torch.randn(20, 8), batch["tense"]
     fused = model.decoder_logits(z, tense, batch["tokens"], teach=True)
@@ -91,12 +92,10 @@ def test_prior_decodings_and_gaussian_score():
     decodings = model.decode_prior(3, torch.Generator().manual_seed(0))
     assert all(len(forms) == 4 for forms in decodings)
 
-    class Lexicon:
-        lexicon = [decodings[0]] if all(decodings[0]) else []
-
-    metrics = model.epoch_metrics(Lexicon(), "val")
+    model.lexicon = [decodings[0]] if all(decodings[0]) else []
+    metrics = model.epoch_metrics(None, "val")
     # the first draw decodes to its own four forms, which form the whole lexicon when they are words
-    expected = sum(tuple(forms) in map(tuple, Lexicon.lexicon) for forms in decodings) / 3
+    expected = sum(tuple(forms) in map(tuple, model.lexicon) for forms in decodings) / 3
     assert metrics["gaussian_score"] == pytest.approx(expected)
     assert metrics["gaussian_score_normal"] == metrics["gaussian_score"]  # the prior is N(0, I): one decode
 
@@ -117,18 +116,18 @@ def test_convert_mode(tmp_path, capsys):
 
     model = tiny_model()
     cfg = OmegaConf.create({"word": "abandon", "source": "sp", "target": "p", "words_file": None})
-    assert convert(cfg, model, None, tmp_path) == {"conversions": 1}
+    assert convert(cfg, model, tmp_path) == {"conversions": 1}
     assert "abandon (sp) -> " in capsys.readouterr().out
     words = tmp_path / "verbs.txt"
     words.write_text("abandon\n# a comment\n\nwent p sp\n")
     cfg = OmegaConf.create({"word": None, "source": "sp", "target": "pg", "words_file": str(words)})
-    assert convert(cfg, model, None, tmp_path) == {"conversions": 2}
+    assert convert(cfg, model, tmp_path) == {"conversions": 2}
     lines = (tmp_path / "conversions.txt").read_text().splitlines()
     assert [line.split("\t")[:3] for line in lines] == [["abandon", "sp", "pg"], ["went", "p", "sp"]]
     with pytest.raises(ValueError, match="^target: unknown tense 'future'; allowed: sp, tp, pg, p$"):
-        convert(OmegaConf.create({"word": "go", "source": "sp", "target": "future"}), model, None, tmp_path)
+        convert(OmegaConf.create({"word": "go", "source": "sp", "target": "future"}), model, tmp_path)
     with pytest.raises(ValueError, match="^word: 'go2' is not a word of lowercase letters; allowed characters: a-z$"):
-        convert(OmegaConf.create({"word": "go2", "source": "sp", "target": "p"}), model, None, tmp_path)
+        convert(OmegaConf.create({"word": "go2", "source": "sp", "target": "p"}), model, tmp_path)
 
 
 def test_conversion_batches_decode_the_target_form(verbs):
@@ -151,13 +150,24 @@ def test_mixture_prior_trains_and_is_sampled(verbs):
     assert rows == model.decode_prior(3, torch.Generator().manual_seed(0)) and len(rows) == 3
 
 
-def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_the_fit(verbs):
-    from types import SimpleNamespace
+class TrainingForms:
+    """The training half of the data contract (``training_batch``, ``num_training_items``) over some verbs."""
 
+    def __init__(self, verbs):
+        self.forms = list(FormDataset(verbs))
+
+    def num_training_items(self) -> int:
+        return len(self.forms)
+
+    def training_batch(self, indices):
+        return Collate(CharTokenizer())([self.forms[i] for i in indices])
+
+
+def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_the_fit(verbs):
     batch = Collate(CharTokenizer())(list(FormDataset(verbs[:5])))
     model = tiny_model(prior=partial(AggregatePosteriorPrior, components=30), dropout=0.3).train()
     assert model.log_weights(batch).kl_per_dim is not None  # N(0, I), analytic, in training
-    model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
+    model.prepare_evaluation(TrainingForms(verbs))
     assert model.training and bool(model.prior.fitted)  # fitting leaves the mode as it was
     assert model.log_weights(batch).kl_per_dim is not None  # still N(0, I) while training
     model.eval()
@@ -165,10 +175,11 @@ def test_aggregate_prior_trains_against_the_standard_normal_and_evaluates_with_t
     assert weights.kl_per_dim is None and torch.isfinite(weights.prior).all()
     # the components are the posteriors of training forms, deterministically chosen
     means = model.prior.means.clone()
-    model.prepare_evaluation(SimpleNamespace(train_verbs=verbs))
+    model.prepare_evaluation(TrainingForms(verbs))
     assert torch.equal(means, model.prior.means)
     forms = list(FormDataset(verbs))
     encoded = model.encode(Collate(CharTokenizer())(forms)).mean
     assert torch.cdist(means, encoded).min(dim=1).values.max() < 1e-4
-    scores = model.epoch_metrics(SimpleNamespace(lexicon=verbs), "val")
+    model.lexicon = verbs
+    scores = model.epoch_metrics(None, "val")
     assert set(scores) == {"gaussian_score", "gaussian_score_normal"}

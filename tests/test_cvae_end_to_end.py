@@ -27,7 +27,8 @@ def test_train_writes_the_shared_and_the_tense_metrics(trained):
         for key in ("bleu", "exact_match", "gaussian_score", "gaussian_score_normal"):
             assert 0.0 <= metrics[f"{stage}/{key}"] <= 1.0, key
         assert metrics[f"{stage}/elbo"] == pytest.approx(-metrics[f"{stage}/rec"] - metrics[f"{stage}/kl"], abs=1e-4)
-        assert metrics[f"{stage}/rec"] > 0 and metrics[f"{stage}/kl"] > 0
+        # the KL under the fitted aggregate prior is a one-draw Monte Carlo estimate of a KL near 0 this early
+        assert metrics[f"{stage}/rec"] > 0 and metrics[f"{stage}/kl"] > -0.1
         assert metrics[f"{stage}/nll"] == pytest.approx(-metrics[f"{stage}/elbo"], rel=0.2)  # 2 IW draws ~ the ELBO
     assert metrics["train/kl_weight"] == pytest.approx(0.0, abs=0.01)  # cyclical annealing, a few steps in
     assert len((trained / "samples.txt").read_text().splitlines()) == 2

@@ -156,7 +156,7 @@ def test_conversions_are_a_table(tmp_path):
     wandb.init(mode="offline", dir=tmp_path, project="vae_lab")
     try:
         convert(OmegaConf.create({"word": None, "source": None, "target": None, "words_file": str(words)}),
-                tiny_model(), None, tmp_path)
+                tiny_model(), tmp_path)
     finally:
         wandb.finish()
     conversions = table(offline_run(tmp_path), "conversions")

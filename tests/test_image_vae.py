@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -41,7 +40,9 @@ def dvaepp(model: ImageVAE, logits: torch.Tensor, zetas: list[torch.Tensor], log
     """The DVAE++ KL of the table (vae_lab/regularisers.py) for logits ``[n, units]`` and ζ by group, at ``log_z``."""
     params = [BernoulliParams(part) for part in logits.split(model.group_size, dim=-1)]
     encoding = Encoding(model.posterior, params, zetas, True, 1, logits.shape[0])
-    return dvaepp_kl(encoding, SimpleNamespace(rbm=model.prior.rbm, log_z_train=lambda: log_z)).analytic_kl
+    prior = model.prior
+    prior.log_z_train = lambda: log_z  # the RBM prior's own methods, at this log Z
+    return dvaepp_kl(encoding, prior).analytic_kl
 
 
 def batch(size: int = 5) -> dict:

@@ -8,7 +8,8 @@ from vae_lab.metrics.likelihood import (active_units, gaussian_mutual_informatio
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.models.sentence_vae import SentenceVAE
 from vae_lab.objectives import LogWeights
-from vae_lab.posteriors import GaussianPosterior, standard_normal_log_prob
+from vae_lab.densities import standard_normal_log_prob
+from vae_lab.posteriors import GaussianPosterior
 
 
 class LinearGaussian(LatentVariableModel):

@@ -10,7 +10,8 @@ def random_log_weights(k: int, batch: int = 6, dim: int = 4, seed: int = 0) -> L
     g = torch.Generator().manual_seed(seed)
     mean, log_var = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g) * 0.3
     z = mean + (0.5 * log_var).exp() * torch.randn(k, batch, dim, generator=g)
-    from vae_lab.posteriors import GaussianPosterior, standard_normal_log_prob
+    from vae_lab.densities import standard_normal_log_prob
+    from vae_lab.posteriors import GaussianPosterior
 
     return LogWeights(log_likelihood=-torch.rand(k, batch, generator=g) * 50, prior=standard_normal_log_prob(z),
                       posterior=GaussianPosterior.log_prob(z, mean, log_var),

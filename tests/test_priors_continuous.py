@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from vae_lab.errors import ConfigError
-from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
+from vae_lab.densities import diagonal_mixture_log_prob, standard_normal_log_prob
 from vae_lab.priors.mixture import AggregatePosteriorPrior, MixturePrior, StandardNormalPrior
 
 

@@ -1,7 +1,7 @@
 """torch_threads=auto: the cores the load leaves free, never fewer than 1 nor more than this process may use."""
 import pytest
 
-from vae_lab import train
+from vae_lab import threads as train
 from vae_lab.errors import ConfigError
 from vae_lab.validation import Rule
 

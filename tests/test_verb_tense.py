@@ -81,7 +81,9 @@ def test_datamodule_batches_and_pairs():
     batch = next(iter(datamodule.val_dataloader()))
     assert set(batch) == {"tokens", "lengths", "tense", "target_tokens", "target_lengths", "target_tense"}
     assert batch["tense"].tolist()[:2] == [0, 3] and batch["target_tense"].tolist()[:2] == [3, 0]
-    assert datamodule.model_kwargs() == {"vocab_size": 29, "num_tenses": 4}
+    kwargs = datamodule.model_kwargs()
+    assert kwargs["tokenizer"].vocab_size == 29 and kwargs["tenses"] == ("sp", "tp", "pg", "p")
+    assert kwargs["lexicon"] == datamodule.lexicon
 
 
 def test_conversion_training_pairs_and_limit():

@@ -71,8 +71,9 @@ def checked_generator(generator: torch.Generator | None, where, caller: str = "a
 def draw_device(module: nn.Module, generator: torch.Generator | None, caller: str) -> torch.device:
     """Where a module's draws go: its own device (checked against the generator), or, for a module
     without parameters or buffers (N(0, I)), the generator's device."""
-    if _first_tensor(module) is None:
+    tensor = _first_tensor(module)
+    if tensor is None:
         return generator.device if generator is not None else torch.device("cpu")
-    device = device_of(module)
+    device = tensor.device
     checked_generator(generator, device, caller)
     return device

@@ -15,7 +15,9 @@ from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, pe
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import training_objective
 
-EVAL_SUMS = ("elbo", "rec", "kl", "bound", "nll", "units", "count")
+EVAL_MEANS = ("elbo", "rec", "kl", "bound", "nll")  # reported per example; then the family's terms and metrics
+EVAL_SUMS = (*EVAL_MEANS, "units", "count")
+TRAIN_SUMS = ("elbo", "rec", "kl", "bound", "units", "count")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,7 +41,8 @@ class LatentVariableModule(pl.LightningModule):
                  val_samples: int = 10, test_samples: int = 500, chunk_size: int = 50,
                  chunk_units: int | None = None, text_metrics: bool = True, max_text_batches: int | None = None,
                  lr_scheduler: Callable | None = None, check_finite_every: int = 50,
-                 config: dict | None = None):
+                 config: dict | None = None, autoencoder_steps: int = 0,
+                 term_weights: dict[str, float] | None = None):
         super().__init__()
         self.model, self.optimizer_factory, self.lr_scheduler_factory = model, optimizer, lr_scheduler
         self.kl_weight_schedule, self.k, self.bound = kl_weight_schedule, k, bound
@@ -48,26 +51,47 @@ class LatentVariableModule(pl.LightningModule):
         self.chunk_size, self.chunk_units = chunk_size, chunk_units
         self.use_text_metrics, self.max_text_batches = text_metrics, max_text_batches
         self.check_finite_every, self.config = check_finite_every, config
+        self.autoencoder_steps = int(autoencoder_steps)
+        self.term_weights = dict(term_weights or {})
         self.eval_sums = nn.ModuleDict({stage: nn.ModuleDict({name: SumMetric() for name in EVAL_SUMS})
                                         for stage in ("val", "test")})
         self.eval_posteriors = nn.ModuleDict({stage: CatMetric() for stage in ("val", "test")})
-        self.posterior_type: type | None = None  # what the family's ``encode`` returns
+        self.posterior_example = None  # one batch's posterior parameters: how to unpack the gathered ones
         self.text_outputs: dict[str, tuple[list[str], list[str]]] = {}
         self.final_metrics: dict[str, float] = {}
         self._train_sums: dict[str, torch.Tensor] = {}
         self._all_finite: torch.Tensor | None = None
 
     # -- training
+    def kl_weight_at(self, step: int) -> float:
+        """The KL weight at a training step: 0 while the autoencoder is pretrained
+        (``objective.autoencoder_steps``), then the schedule, started afresh."""
+        if step < self.autoencoder_steps:
+            return 0.0
+        return float(self.kl_weight_schedule(step - self.autoencoder_steps))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Autoencoder pretraining then free bits (Li et al. 2019): at step ``autoencoder_steps`` the
+        decoder starts again from fresh weights (and fresh Adam moments); the encoder keeps what it learnt."""
+        if self.autoencoder_steps > 0 and self.global_step == self.autoencoder_steps:
+            parameters = self.model.reset_decoder()
+            for optimizer in self.trainer.optimizers:
+                for parameter in parameters:
+                    optimizer.state.pop(parameter, None)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         step = self.global_step
         extra = self.model.set_step(step)
-        kl_weight = float(self.kl_weight_schedule(step))
+        kl_weight = self.kl_weight_at(step)
+        free_bits = self.free_bits if step >= self.autoencoder_steps else 0.0
         log_weights = self.model.log_weights(batch, self.k)
-        out = training_objective(log_weights, kl_weight, self.free_bits, self.free_bits_per_dim, self.bound)
+        out = training_objective(log_weights, kl_weight, free_bits, self.free_bits_per_dim, self.bound,
+                                 self.term_weights)
         loss = out.loss + self.model.regularizer()
         self._check_finite(loss, step, batch_idx)
         batch_size = out.elbo.shape[0]
-        values = {"elbo": out.elbo, "rec": out.reconstruction_nll, "kl": out.kl, "bound": out.bound}
+        values = {"elbo": out.elbo, "rec": out.reconstruction_nll, "kl": out.kl, "bound": out.bound,
+                  **out.terms, **log_weights.metrics}
         self.log_dict({"train/loss": loss, **{f"train/{name}": v.mean() for name, v in values.items()}},
                       batch_size=batch_size, prog_bar=False)
         self.log("train/kl_weight", kl_weight, batch_size=batch_size)
@@ -95,15 +119,16 @@ class LatentVariableModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         """The epoch's ``train/…`` means over the examples of every rank (DDP: the ranks' sums, added),
         and what they counted: ``train/examples``, ``train/units`` (predicted tokens or characters)."""
-        names = ("elbo", "rec", "kl", "bound", "units", "count")  # the same on every rank, in this order
+        means = [*EVAL_MEANS[:4], *sorted(set(self._train_sums) - set(TRAIN_SUMS))]  # the family's terms too
+        names = [*TRAIN_SUMS, *means[4:]]  # the same on every rank, in this order
         local = torch.stack([torch.as_tensor(self._train_sums.get(name, 0.0), dtype=torch.float64, device=self.device)
                              for name in names])
         sums = dict(zip(names, self.trainer.strategy.reduce(local, reduce_op="sum").tolist()))
         self._train_sums = {}
         count = sums.pop("count")
         if count:
-            self.final_metrics.update({f"train/{name}": sums[name] / count for name in ("elbo", "rec", "kl", "bound")})
-            self.final_metrics["train/kl_weight"] = float(self.kl_weight_schedule(self.global_step))
+            self.final_metrics.update({f"train/{name}": sums[name] / count for name in means})
+            self.final_metrics["train/kl_weight"] = self.kl_weight_at(self.global_step)
             self.final_metrics["train/examples"] = count
             if sums["units"] > 0:
                 self.final_metrics["train/units"] = sums["units"]
@@ -119,12 +144,14 @@ class LatentVariableModule(pl.LightningModule):
         nll = importance_weighted_nll(self.model, batch, self.num_eval_samples[stage], chunk, log_weights.encoded)
         sums = self.eval_sums[stage]
         for name, value in (("elbo", out.elbo), ("rec", out.reconstruction_nll), ("kl", out.kl),
-                            ("bound", out.bound), ("nll", nll),
-                            ("units", units), ("count", torch.ones_like(out.elbo))):
-            sums[name].update(value.double().sum())
+                            ("bound", out.bound), ("nll", nll), ("units", units),
+                            ("count", torch.ones_like(out.elbo)), *out.terms.items(), *log_weights.metrics.items()):
+            if name not in sums:  # a term or metric of the family: summed like the others (synced under DDP)
+                sums[name] = SumMetric().to(self.device)
+            sums[name].update(value.detach().double().sum())
         posterior = log_weights.encoded if log_weights.encoded is not None else self.model.encode(batch)
         if posterior is not None:
-            self.posterior_type = type(posterior)
+            self.posterior_example = posterior
             self.eval_posteriors[stage].update(posterior.pack())
         pairs = (self.model.text_pairs(batch) if self.use_text_metrics and (
             self.max_text_batches is None or batch_idx < self.max_text_batches) else None)
@@ -162,12 +189,13 @@ class LatentVariableModule(pl.LightningModule):
         for metric in self.eval_sums[stage].values():
             metric.reset()
         count = max(sums["count"], 1.0)
-        metrics = {name: sums[name] / count for name in ("elbo", "rec", "kl", "bound", "nll")}
+        extra = sorted(set(sums) - set(EVAL_SUMS))
+        metrics = {name: sums[name] / count for name in (*EVAL_MEANS, *extra)}
         if sums["units"] > 0:  # the family counts predicted units (tokens, characters)
             metrics.update(ppl=perplexity(sums["nll"], sums["units"]), rec_ppl=perplexity(sums["rec"], sums["units"]))
         posteriors = self.eval_posteriors[stage]
         if posteriors.update_count:
-            posterior = self.posterior_type.unpack(posteriors.compute())
+            posterior = self.posterior_example.unpack(posteriors.compute())
             metrics["active_units"] = float(active_units(posterior.means()))
             metrics["mi"] = posterior.mutual_information(generator=generator_on(self.device, 0))
         posteriors.reset()

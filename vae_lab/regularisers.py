@@ -19,16 +19,15 @@ of binary z, an RBM of continuous z): ``pick`` stops with one line naming the pa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from vae_lab.densities import standard_normal_kl_per_dim
 from vae_lab.errors import ConfigError
 from vae_lab.posteriors.bernoulli import bernoulli_entropy
-from vae_lab.posteriors.gaussian import GaussianPosterior
-from vae_lab.priors.relaxed import gaussian_integral_lambda, gaussian_integral_log_marginal, mean_field_log_marginal
 
 
 @dataclass
@@ -75,23 +74,36 @@ class Encoding:
 @dataclass
 class Terms:
     """A regulariser's parts of the log weights: ``prior`` log p(z) and ``posterior`` log q(z|x) over the
-    draws' rows, and the closed-form KL where there is one (``kl_per_dim`` ``[batch, dim]``, ``analytic_kl`` ``[batch]``)."""
+    draws' rows, the closed-form KL where there is one (``kl_per_dim`` ``[batch, dim]``, ``analytic_kl``
+    ``[batch]``), and the pair's own loss terms and metrics by name (``[batch]`` each: a VQ posterior's
+    codebook and commitment losses; ``LogWeights.terms`` / ``.metrics``)."""
 
     prior: Tensor
     posterior: Tensor
     kl_per_dim: Tensor | None = None
     analytic_kl: Tensor | None = None
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-Regulariser = Callable[[Encoding, Any], Terms]
+Regulariser = Callable[[Encoding, Any], Terms]  # with ``needs``: the prior methods it calls (``@needs``)
 
 
+def needs(*methods: str) -> Callable[[Regulariser], Regulariser]:
+    """Declare the prior's methods a cell calls (beyond ``log_prob``): the prior must offer them (``Prior.offers``)."""
+    def declare(cell: Regulariser) -> Regulariser:
+        cell.needs = frozenset(methods)
+        return cell
+    return declare
+
+
+@needs()
 def gaussian_kl(encoding: Encoding, prior) -> Terms:
     """log p(z) and log q(z|x) of the draws; the analytic KL to N(0, I) per dimension while the prior is N(0, I)."""
     latents, params = encoding.latents, encoding.joined
     kl_per_dim = None
     if prior.analytic_kl:
-        kl_per_dim = encoding.per_example(GaussianPosterior.kl_per_dim(params.mean, params.log_var))
+        kl_per_dim = encoding.per_example(standard_normal_kl_per_dim(params.mean, params.log_var))
     return Terms(prior=prior.log_prob(latents), posterior=encoding.posterior.log_q(latents, params),
                  kl_per_dim=kl_per_dim)
 
@@ -103,6 +115,7 @@ def _binary(encoding: Encoding, prior) -> Terms:
                  posterior=encoding.posterior.log_q(latents, encoding.joined, relaxed=False))
 
 
+@needs("log_z_train", "split", "expected_energy")
 def dvaepp_kl(encoding: Encoding, prior) -> Terms:
     """DVAE++ (Vahdat et al. 2018, eq. 9): E_q[E(z)] + log Z - H(q) per row; the left half's means are
     perturbed by log r(ζ|1) - log r(ζ|0) of the sampled ζ when the posterior is hierarchical. The KL
@@ -110,62 +123,90 @@ def dvaepp_kl(encoding: Encoding, prior) -> Terms:
     if not encoding.relaxed:
         return _binary(encoding, prior)
     log_z = prior.log_z_train()
-    logits, rbm = encoding.joined.logits, prior.rbm
-    q_left, q_right = rbm.split(torch.sigmoid(logits))  # [rows, n_left], [rows, n_right]
+    logits = encoding.joined.logits
+    q_left, q_right = prior.split(torch.sigmoid(logits))  # [rows, n_left], [rows, n_right]
     coupled_left = q_left  # ν_left: the means the coupling term sees
     if len(encoding.draws) > 1:
-        log_ratio = encoding.posterior.relaxation.log_ratio(torch.cat(encoding.draws, dim=-1))
-        coupled_left = torch.sigmoid(rbm.split(logits)[0] + rbm.split(log_ratio)[0])
-    cross_entropy = (-(q_left @ rbm.bias_left) - q_right @ rbm.bias_right
-                     - ((coupled_left @ rbm.weight) * q_right).sum(-1) + log_z)
+        log_ratio = encoding.posterior.log_ratio(torch.cat(encoding.draws, dim=-1))
+        coupled_left = torch.sigmoid(prior.split(logits)[0] + prior.split(log_ratio)[0])
+    cross_entropy = prior.expected_energy(q_left, q_right, coupled_left) + log_z
     kl = cross_entropy - bernoulli_entropy(logits).sum(-1)
     rows = encoding.latents.shape[:-1]
     return Terms(prior=(-kl).expand(rows), posterior=torch.zeros_like(kl).expand(rows),
                  analytic_kl=encoding.per_example(kl))
 
 
+@needs("log_z_train", "split", "expected_energy", "biases", "couplings", "interaction", "model_sample_energy")
 def dvae_kl(encoding: Encoding, prior) -> Terms:
     """DVAE (Rolfe 2016): the analytic KL for one group; for hierarchical posteriors a surrogate whose
     gradient is the KL's (eqs. 11-12; its value is not the KL). Earlier groups enter as binary
     z = [ζ > 0], the last by its means; the prior's sampler supplies the RBM's negative phase."""
     if not encoding.relaxed or len(encoding.draws) == 1:
         return dvaepp_kl(encoding, prior)
-    logits, rbm, zetas = encoding.joined.logits, prior.rbm, encoding.draws
+    logits, zetas = encoding.joined.logits, encoding.draws
     probs = torch.sigmoid(logits.clamp(-88.0, 88.0))
     last = len(zetas) - 1
     group_size = zetas[-1].shape[-1]
     binary = [(zeta > 0).to(logits.dtype) for zeta in zetas[:last]] + [probs[:, last * group_size:]]
     samples = torch.cat(binary, dim=-1).detach()  # [rows, units]
-    left, right = rbm.split(samples)
-    bias = torch.cat([rbm.bias_left, rbm.bias_right])
-    coupled = torch.cat([right @ rbm.weight.t(), left @ rbm.weight], dim=-1)  # [rows, units]
+    right = prior.split(samples)[1]
+    bias = prior.biases()
+    coupled = prior.couplings(samples)  # [rows, units]
     capped = probs.clamp(max=0.999)
     scale = (1.0 - samples) / (1.0 - capped)
-    scale = torch.cat([rbm.split(scale)[0], torch.ones_like(right)], dim=-1)
+    scale = torch.cat([prior.split(scale)[0], torch.ones_like(right)], dim=-1)
     posterior_part = ((logits - bias - coupled * scale).detach() * capped).sum(-1)
-    positive = -(((left @ rbm.weight) * right).sum(-1) + probs.detach() @ bias).mean()
-    negative = -rbm.energy(prior.sampler.sample().detach()).mean()
+    positive = -(prior.interaction(samples) + probs.detach() @ bias).mean()
+    negative = -prior.model_sample_energy().mean()
     kl = posterior_part + positive + negative
     return Terms(prior=-kl, posterior=torch.zeros_like(kl), analytic_kl=encoding.per_example(kl))
 
 
+@needs("log_z_train", "relaxed_log_marginal")
 def mean_field_relaxed(encoding: Encoding, prior) -> Terms:
     """DVAE#: log q(ζ|x) and the relaxed prior's log p(ζ) = mean-field log Σ_z e^{-E(z)} r(ζ|z) - log Z."""
     if not encoding.relaxed:
         return _binary(encoding, prior)
-    latents = encoding.latents
-    log_marginal = mean_field_log_marginal(prior.rbm, latents, encoding.posterior.relaxation.smoothing.log_pdf)
+    log_marginal = prior.relaxed_log_marginal(encoding.latents, encoding.posterior.smoothing_log_r0)
     return Terms(prior=log_marginal - prior.log_z_train(), posterior=encoding.relaxed_log_q())
 
 
+@needs("log_z_train", "gaussian_integral_log_marginal")
 def gaussian_integral_relaxed(encoding: Encoding, prior) -> Terms:
     """DVAE#'s Gaussian integral trick: log q(ζ|x) and the RBM's exact continuous marginal log p(ζ), with
     λ = max(the relaxation's minimum_lambda, 5 + max(0, -λ_min(W)))."""
     if not encoding.relaxed:
         return _binary(encoding, prior)
-    lam = gaussian_integral_lambda(prior.rbm, encoding.posterior.relaxation.minimum_lambda)
-    log_marginal = gaussian_integral_log_marginal(prior.rbm, encoding.latents, lam)
+    log_marginal = prior.gaussian_integral_log_marginal(encoding.latents, encoding.posterior.minimum_lambda)
     return Terms(prior=log_marginal - prior.log_z_train(), posterior=encoding.relaxed_log_q())
+
+
+@needs("relaxed_log_prob")
+def categorical_kl(encoding: Encoding, prior) -> Terms:
+    """Categorical latents (Jang et al. 2017): the exact KL(q(z|x) || uniform) as the analytic KL; log q and
+    log p of the draws, relaxed (Concrete densities of the Gumbel-softmax draws, the relaxed prior at the
+    posterior's temperature: the IW bound's weights) or one-hot (evaluation: exact categorical densities)."""
+    posterior, latents, params = encoding.posterior, encoding.latents, encoding.joined
+    kl = encoding.per_example(posterior.kl_to_uniform(params))  # given the earlier groups' draws, if any
+    if encoding.relaxed:
+        log_p = prior.relaxed_log_prob(latents, posterior.temperature)
+        return Terms(prior=log_p, posterior=encoding.relaxed_log_q(), analytic_kl=kl)
+    return Terms(prior=prior.log_prob(latents), posterior=posterior.log_q(latents, params, relaxed=False),
+                 analytic_kl=kl)
+
+
+@needs()
+def vector_quantised(encoding: Encoding, prior) -> Terms:
+    """VQ-VAE: q(z|x) a point mass on the nearest codes (log q = 0), p(z) uniform over the codes, so the KL is
+    the constant -log p(z) = positions · log K; the codebook and commitment losses as loss terms, the
+    batch's code perplexity as a metric."""
+    posterior, params, latents = encoding.posterior, encoding.joined, encoding.latents
+    log_p = prior.log_prob(latents)
+    codebook, commitment = posterior.quantisation_losses(params)
+    return Terms(prior=log_p, posterior=posterior.log_q(latents, params),
+                 analytic_kl=-encoding.per_example(log_p.reshape(-1)),  # rows, k-major
+                 terms={"codebook": encoding.per_example(codebook), "commitment": encoding.per_example(commitment)},
+                 metrics={"code_perplexity": encoding.per_example(posterior.code_perplexity(params))})
 
 
 # (posterior row, prior support) -> {objective.bound: regulariser}; the one place a pair is declared
@@ -175,6 +216,8 @@ REGULARISERS: dict[tuple[str, str], dict[str, Regulariser]] = {
     ("bernoulli/spike_and_exponential", "boltzmann"): {"elbo": dvae_kl},
     ("bernoulli/gaussian_integral", "boltzmann"): {"elbo": gaussian_integral_relaxed,
                                                     "iw": gaussian_integral_relaxed},
+    ("categorical", "categorical"): {"elbo": categorical_kl, "iw": categorical_kl},
+    ("vq", "codes"): {"elbo": vector_quantised, "iw": vector_quantised},
 }
 
 
@@ -189,6 +232,18 @@ def pick(row: str, support: str, bound: str) -> Regulariser:
     return regulariser
 
 
+def missing_methods(regulariser: Regulariser, prior_class: type) -> list[str]:
+    """The methods a cell ``needs`` that the prior class does not offer (``Prior.offers``)."""
+    return sorted(regulariser.needs - prior_class.offers)
+
+
 def regulariser_of(posterior, prior, bound: str) -> Regulariser:
-    """``pick`` for built parts: the posterior's ``row`` and the prior's ``support``."""
-    return pick(posterior.row, prior.support, bound)
+    """``pick`` for built parts: the posterior's ``row`` and the prior's ``support``; the prior must offer
+    what the cell calls."""
+    regulariser = pick(posterior.row, prior.support, bound)
+    missing = missing_methods(regulariser, type(prior))
+    if missing:
+        raise ConfigError(f"prior {type(prior).__name__} (support {prior.support}) does not offer {', '.join(missing)}, "
+                          f"which the {posterior.row} × {prior.support} regulariser ({regulariser.__name__}) calls: "
+                          "add them to the prior's class and its `offers`")
+    return regulariser

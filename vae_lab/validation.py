@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lab.errors import ConfigError
-from vae_lab.regularisers import REGULARISERS
+from vae_lab.regularisers import REGULARISERS, missing_methods
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -58,6 +59,7 @@ RULES = (
          meaning="auto: the cores the machine's load leaves free; null: torch's default, one per core"),
     Rule("optimizer.lr", float, 0, exclusive=True, meaning="the learning rate"),
     Rule("objective.free_bits", float, 0, meaning="nats"),
+    Rule("objective.autoencoder_steps", int, 0, meaning="steps of autoencoder pretraining; 0: none"),
     Rule("trainer.max_epochs", int, -1, meaning="-1: no limit"),
     Rule("trainer.max_steps", int, -1, meaning="-1: no limit"),
     Rule("trainer.check_val_every_n_epoch", int, 1, nullable=True),
@@ -89,11 +91,57 @@ def check_values(cfg: DictConfig, rules: tuple[Rule, ...] = RULES) -> None:
         rule.check(node)
 
 
+# ---------------------------------------------------------------------------- model × dataset
+
+def _chosen(group: str, node) -> str:
+    """The option of ``group`` the run chose (Hydra's choice when a Hydra run composed it), else its class."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    return str(node.get("_target_")).rsplit(".", 1)[-1]
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The family reads the kind of batch the datamodule yields (``LatentVariableModel.reads`` and
+    ``SplitDataModule.batch_kind``); else one line naming the datasets that yield what it reads."""
+    if "model" not in cfg or "dataset" not in cfg:
+        return
+    reads = get_class(cfg.model._target_).reads
+    yields = get_class(cfg.dataset._target_).batch_kind
+    if reads == yields:
+        return
+    options = [name for name in _options("dataset") if get_class(_target_of("dataset", name)).batch_kind == reads]
+    fix = f"use dataset={'|'.join(options)}" if options else "no dataset of conf/dataset/ yields them"
+    raise ConfigError(f"model={_chosen('model', cfg.model)} reads {reads} batches, but dataset="
+                      f"{_chosen('dataset', cfg.dataset)} yields {yields or 'undeclared'} batches: {fix}")
+
+
 # ---------------------------------------------------------------------------- posterior × prior
+
+def _load_option(group: str, path: Path) -> DictConfig:
+    """One option of a group, unresolved; of an option written at the top level (``# @package _global_``,
+    e.g. a posterior that also sets its loss weights), its node under the group's key."""
+    node = OmegaConf.load(path)
+    if path.read_text().lstrip().startswith("# @package _global_") and group.split("/")[-1] in node:
+        return node[group.split("/")[-1]]
+    return node
+
 
 def _options(group: str) -> dict[str, DictConfig]:
     """The configs of a group (``conf/<group>/*.yaml``) by name, unresolved."""
-    return {path.stem: OmegaConf.load(path) for path in sorted((CONF / group).glob("*.yaml"))}
+    return {path.stem: _load_option(group, path) for path in sorted((CONF / group).glob("*.yaml"))}
+
+
+def _target_of(group: str, name: str) -> str:
+    """The ``_target_`` of an option of ``group``, through the options of the group it extends (``defaults:``)."""
+    option = _load_option(group, CONF / group / f"{name}.yaml")
+    if "_target_" in option:
+        return option._target_
+    bases = [entry for entry in option.get("defaults", []) if isinstance(entry, str) and entry != "_self_"]
+    if not bases:
+        raise ConfigError(f"{group}={name}: conf/{group}/{name}.yaml names no _target_")
+    return _target_of(group, bases[0])
 
 
 def _targets(node) -> tuple:
@@ -144,19 +192,30 @@ def working_pairs() -> str:
 
 
 def check_parts(cfg: DictConfig) -> None:
-    """The (posterior, prior) pair has a regulariser under ``objective.bound`` (vae_lab/regularisers.py);
-    else one line that names the pairs that work. Checked from the classes the config names, before
-    anything is built."""
+    """The (posterior, prior) pair has a regulariser under ``objective.bound`` (vae_lab/regularisers.py),
+    the prior offers the methods that regulariser calls, and the model gives the hooks the prior requires;
+    else one line that says so (for a pair without a regulariser: the pairs that work). Checked from the
+    classes the config names, before anything is built."""
     if "posterior" not in cfg or "prior" not in cfg:
         return
     relaxation = cfg.posterior.get("relaxation")
     row = _row(cfg.posterior, relaxation)
-    support = get_class(cfg.prior._target_).support
-    bound = cfg.objective.bound
-    if bound in REGULARISERS.get((row, support), {}):
-        return
-    chosen = f"posterior={_name('posterior', cfg.posterior)}"
-    if relaxation is not None:
-        chosen += f" posterior/relaxation={_name('posterior/relaxation', relaxation)}"
-    raise ConfigError(f"{chosen} with prior={_name('prior', cfg.prior)} and objective.bound={bound}: this pair has "
-                      f"no regulariser; the pairs that work: {working_pairs()}")
+    prior_class = get_class(cfg.prior._target_)
+    support, bound = prior_class.support, cfg.objective.bound
+    cell = REGULARISERS.get((row, support), {}).get(bound)
+    if cell is None:
+        chosen = f"posterior={_name('posterior', cfg.posterior)}"
+        if relaxation is not None:
+            chosen += f" posterior/relaxation={_name('posterior/relaxation', relaxation)}"
+        raise ConfigError(f"{chosen} with prior={_name('prior', cfg.prior)} and objective.bound={bound}: this pair "
+                          f"has no regulariser; the pairs that work: {working_pairs()}")
+    missing = missing_methods(cell, prior_class)
+    if missing:
+        raise ConfigError(f"prior={_name('prior', cfg.prior)} does not offer {', '.join(missing)}, which the "
+                          f"{row} × {support} regulariser ({cell.__name__}) calls: add them to "
+                          f"{prior_class.__name__} and its `offers`, or use another prior")
+    if "model" in cfg:
+        missing_hooks = sorted(prior_class.requires - get_class(cfg.model._target_).offers)
+        if missing_hooks:
+            raise ConfigError(f"prior={_name('prior', cfg.prior)} needs the model to give {', '.join(missing_hooks)}, "
+                              f"which model={_chosen('model', cfg.model)} does not; use another prior")

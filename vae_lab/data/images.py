@@ -132,8 +132,10 @@ class ImageDataModule(SplitDataModule):
 
     ``limit``: keep the first N images of each split (quick runs). ``seed``: the train order and the
     dynamic draws. ``binarize_seed``: the draws made once (validation and test; train under fixed
-    binarization).
+    binarization). Batches: ``images``.
     """
+
+    batch_kind = "images"
 
     def __init__(self, data_dir: str, source: str = "mnist", binarization: str = "fixed",
                  path: str | None = None, batch_size: int = 100, eval_batch_size: int = 500,
@@ -216,6 +218,13 @@ class ImageDataModule(SplitDataModule):
         if self.pixel_mean is None:
             raise RuntimeError("ImageDataModule.model_kwargs() needs setup() first")
         return {"num_pixels": NUM_PIXELS, "image_shape": IMAGE_SHAPE, "pixel_mean": self.pixel_mean}
+
+    def training_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Training images by index (under dynamic binarization: the current epoch's draw)."""
+        return {"pixels": self.datasets["train"].pixels(list(indices))}
+
+    def num_training_items(self) -> int:
+        return len(self.datasets["train"])
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]

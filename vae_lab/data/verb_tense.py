@@ -17,11 +17,11 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from vae_lab.data.loaders import ShuffledShards, SplitDataModule, distributed_rank, evaluation_loader
 from vae_lab.errors import ConfigError
 
 TENSES: tuple[str, ...] = ("sp", "tp", "pg", "p")
@@ -296,7 +296,7 @@ class Collate:
         return batch
 
 
-class VerbTenseDataModule(pl.LightningDataModule):
+class VerbTenseDataModule(SplitDataModule):
     """Verb forms for training, conversion pairs of held-out verbs for validation and test.
 
     Without ``path``: lemminflect's lexicon split by verb (``split`` = train/val/test ratios, groups
@@ -307,21 +307,24 @@ class VerbTenseDataModule(pl.LightningDataModule):
     With ``path``: the lab's setting, trained on all verbs of ``train.txt``; val and test are the 10
     pairs of ``test.txt`` with tenses ``lab_test_tenses``. ``lexicon`` (for the Gaussian score) is
     every verb of the source in use, as the lab scores against its whole word list. ``seed`` fixes
-    the split only; the order of training batches follows the global seed. ``limit`` keeps the first verbs of each
-    split (quick runs; not with ``path``).
+    the split only; ``order_seed`` the order of training batches (an epoch-seeded shuffle, sharded
+    across DDP ranks). ``limit`` keeps the first verbs of each split (quick runs; not with ``path``).
+    Batches: ``verb_forms``.
     """
+
+    batch_kind = "verb_forms"
 
     def __init__(self, data_dir: str | None = None, path: str | None = None,
                  split: Sequence[float] = (0.8, 0.1, 0.1), eval_pairs: str | Sequence = "all",
                  lab_test_tenses: Sequence[Sequence[str]] = LAB_TEST_TENSES, batch_size: int = 128,
                  eval_batch_size: int = 1024, num_workers: int = 0, seed: int = 0, train_pairs: str = "same",
-                 limit: int | None = None):
+                 limit: int | None = None, order_seed: int = 0):
         super().__init__()
         if train_pairs not in ("same", "all"):
             raise ConfigError(f"dataset.train_pairs: unknown {train_pairs!r}; allowed: same, all")
         self.train_pairs, self.limit = train_pairs, limit
         self.data_dir, self.path = data_dir, path
-        self.split, self.seed = tuple(split), int(seed)
+        self.split, self.seed, self.order_seed = tuple(split), int(seed), int(order_seed)
         if len(self.split) != 3:
             raise ConfigError(f"dataset.split: give three ratios (train, val, test), got {list(split)}")
         self.tense_pairs = parse_tense_pairs(eval_pairs)
@@ -360,20 +363,25 @@ class VerbTenseDataModule(pl.LightningDataModule):
             self.test_pairs = conversion_pairs(self.test_verbs, self.tense_pairs)
 
     def model_kwargs(self) -> dict:
-        """What the model needs to know of the data."""
-        return {"vocab_size": self.tokenizer.vocab_size, "num_tenses": len(TENSES)}
+        """What the model needs to know of the data: the tokenizer, the tense names, and every verb of the
+        source (the lexicon the Gaussian score matches decodings against)."""
+        return {"tokenizer": self.tokenizer, "tenses": TENSES, "lexicon": list(self.lexicon)}
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,  # order: the global seed
-                          collate_fn=Collate(self.tokenizer), num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def training_batch(self, indices: Sequence[int]) -> dict[str, Tensor]:
+        """Training forms by index, each under its own tense (no conversion targets)."""
+        forms = FormDataset(self.train_verbs)
+        return Collate(self.tokenizer)([forms[i] for i in indices])
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = FormDataset(self.train_verbs, convert=self.train_pairs == "all")
-        return self._loader(dataset, self.batch_size, shuffle=True)
+    def num_training_items(self) -> int:
+        return len(self.train_verbs) * len(TENSES)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(PairDataset(self.val_pairs), self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(PairDataset(self.test_pairs), self.eval_batch_size, shuffle=False)
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        collate = Collate(self.tokenizer)
+        if train:
+            dataset = FormDataset(self.train_verbs, convert=self.train_pairs == "all")
+            replicas, rank = distributed_rank()
+            sampler = ShuffledShards(len(dataset), self.order_seed, num_replicas=replicas, rank=rank)
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
+                              num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        pairs = self.val_pairs if split == "valid" else self.test_pairs
+        return evaluation_loader(PairDataset(pairs), self.eval_batch_size, collate, self.num_workers)

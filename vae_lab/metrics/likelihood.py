@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_lab.posteriors.gaussian import gaussian_mutual_information
+from vae_lab.densities import gaussian_mutual_information
 
 __all__ = ["active_units", "gaussian_mutual_information", "importance_weighted_nll", "perplexity"]
 

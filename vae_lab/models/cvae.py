@@ -3,7 +3,7 @@
 x is a word (characters + <eos>), c its tense. The encoder LSTM starts from a state made from the
 tense embedding e(c) and reads x; its final state gives q(z|x, c) = N(mu, diag sigma^2). The decoder
 LSTM starts from a state made from [z, e(c')] and emits y under tense c'. Training maximises the
-ELBO E_q log p(y|z, c') - beta KL(q(z|x, c) || p(z)) over the training verbs, where y is either x
+ELBO E_q log p(y|z, c') - kl_weight · KL(q(z|x, c) || p(z)) over the training verbs, where y is either x
 itself (c' = c: the lab autoencodes each form, ``dataset.train_pairs=same``) or another form of the
 same verb under a random tense (``dataset.train_pairs=all``: the conversions themselves). Conversion
 encodes the source form under the source tense, takes the posterior mean and decodes greedily under
@@ -19,49 +19,57 @@ times faster. ``teacher_forcing_unit="word"`` flips a coin per word as the lab d
 Options beyond the lab's nets: ``bidirectional`` (both encoder directions start from e(c); their
 final states feed the posterior), ``feed_latent`` ([z, e(c')] appended to every decoder input, not
 only the initial state), ``dropout`` and ``char_dropout`` (decoder input characters hidden in
-training), and the prior (``prior``, vae_lab/priors/mixture.py): ``normal`` N(0, I) as the lab,
+training), and the prior (``prior=``, conf/prior/): ``normal`` N(0, I) as the lab,
 ``mixture`` learned Gaussians, or ``aggregate``, trained against N(0, I) and then evaluated and
 sampled with the aggregate posterior of ``prior.components`` training forms (``conf/prior/``).
 
+The nets are nets/rnn.py's: an ``RNNEncoder`` (LSTM, started from the tense, its final hidden and cell
+states read) and a ``LatentInitialisedDecoder`` conditioned on [z, e(c)] (h0 through tanh), decoded
+token by token with ``decode_tokens``.
+
 The Gaussian score (prior draws whose four decodings are the four forms of a real verb) is where
 the prior matters: a latent precise enough to spell unseen stems decodes draws from N(0, I) to new,
-consistently inflected pseudo-verbs, which score 0, while draws from the aggregate posterior land on
-real verbs. The aggregate posterior of training forms, as a prior, costs held-out verbs NLL; a share
-of N(0, I) in it bounds that cost (``prior.normal_weight``). The measured trade-off is in the README
-and conf/experiment/verb_tense.yaml (experiments/cvae_prior_frontier.py).
+consistently inflected pseudo-verbs, while draws from the aggregate posterior land on real verbs. The
+aggregate posterior of training forms, as a prior, costs held-out verbs NLL; a share of N(0, I) in it
+bounds that cost (``prior.normal_weight``); the measured trade-off is in the README
+(experiments/cvae_prior_frontier.py).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-from vae_lab.schedules import Constant, Schedule
-from vae_lab.data.verb_tense import TENSES, CharTokenizer, Collate, FormDataset, tense_index
 from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 from vae_lab.metrics.tense import exact_match, gaussian_score, mean_char_bleu
 from vae_lab.models.base import LatentVariableModel
-from vae_lab.nets.rnn import LSTM, host_lengths
 from vae_lab.objectives import LogWeights
+from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, decode_tokens, host_lengths, initial_state
 from vae_lab.outputs import TextOutput
 from vae_lab.posteriors.gaussian import GaussianPosterior
-from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
-from vae_lab.regularisers import Encoding, regulariser_of
+from vae_lab.priors.base import Prior
+from vae_lab.priors.mixture import StandardNormalPrior
+from vae_lab.regularisers import Encoding
+from vae_lab.schedules import Constant, Schedule
+
+if TYPE_CHECKING:  # the datamodule's tokenizer (vae_lab/data/verb_tense.py), handed in by model_kwargs
+    from vae_lab.data.verb_tense import CharTokenizer
 
 
 class TenseCVAE(LatentVariableModel):
     """Character LSTM encoder/decoder conditioned on the tense; a posterior from ``conf/posterior/`` and a
     prior from ``conf/prior/`` (factories called with ``latent_dim``; a Gaussian and N(0, I) by default),
-    scored by the pair's regulariser under ``bound`` (vae_lab/regularisers.py)."""
+    scored by the pair's regulariser under ``bound`` (vae_lab/regularisers.py). The data gives the
+    character ``tokenizer``, the ``tenses``' names and the ``lexicon`` of verbs (``model_kwargs``)."""
 
+    reads = "verb_forms"
     modes = {"convert": ("word", "source", "target", "words_file")}
 
-    def __init__(self, vocab_size: int = 29, num_tenses: int = len(TENSES), embedding_dim: int = 64,
-                 hidden_dim: int = 256, latent_dim: int = 32, condition_dim: int = 8,
+    def __init__(self, tokenizer: "CharTokenizer", tenses: Sequence[str], lexicon: Sequence[tuple[str, ...]] = (),
+                 embedding_dim: int = 64, hidden_dim: int = 256, latent_dim: int = 32, condition_dim: int = 8,
                  teacher_forcing: Schedule | float | None = None, teacher_forcing_unit: str = "batch",
                  bidirectional: bool = False, feed_latent: bool = False, dropout: float = 0.0,
                  char_dropout: float = 0.0, max_length: int = 24, prior: Callable[..., Prior] | None = None,
@@ -70,9 +78,7 @@ class TenseCVAE(LatentVariableModel):
         super().__init__()
         if teacher_forcing_unit not in ("batch", "word"):
             raise ConfigError(f"model.teacher_forcing_unit: unknown {teacher_forcing_unit!r}; allowed: batch, word")
-        self.tokenizer = CharTokenizer()
-        if vocab_size != self.tokenizer.vocab_size:
-            raise ConfigError(f"model.vocab_size={vocab_size}, but the character tokenizer has {self.tokenizer.vocab_size}")
+        self.tokenizer, self.tenses, self.lexicon = tokenizer, tuple(tenses), list(lexicon)
         self.hidden_dim, self.latent_dim, self.max_length = hidden_dim, latent_dim, max_length
         self.feed_latent = feed_latent
         for key, rate in (("dropout", dropout), ("char_dropout", char_dropout)):
@@ -88,65 +94,61 @@ class TenseCVAE(LatentVariableModel):
         self.teacher_forcing_ratio = self.teacher_forcing(0)
         self.gaussian_samples, self.gaussian_seed, self.bleu_smoothing = gaussian_samples, gaussian_seed, bleu_smoothing
 
-        self.char_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=CharTokenizer.PAD)
-        self.tense_embedding = nn.Embedding(num_tenses, condition_dim)
+        self.char_embedding = nn.Embedding(tokenizer.vocab_size, embedding_dim, padding_idx=tokenizer.PAD)
+        self.tense_embedding = nn.Embedding(len(self.tenses), condition_dim)
         self.encoder_init = nn.Linear(condition_dim, 2 * directions * hidden_dim)
-        self.encoder = LSTM(embedding_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
-        self.posterior = (posterior or GaussianPosterior)(latent_dim=latent_dim,
-                                                          in_features=2 * directions * hidden_dim)
-        self.decoder_init = nn.Linear(latent_dim + condition_dim, 2 * hidden_dim)
-        context_dim = latent_dim + condition_dim if feed_latent else 0
-        self.decoder = LSTM(embedding_dim + context_dim, hidden_dim, batch_first=True)
-        self.to_logits = nn.Linear(hidden_dim, vocab_size)
-        self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
-        self.regulariser = regulariser_of(self.posterior, self.prior, bound)
+        self.encoder = RNNEncoder("lstm", embedding_dim, hidden_dim, bidirectional=bidirectional, with_cell=True)
+        self._build_posterior(posterior or GaussianPosterior, latent_dim, in_features=self.encoder.output_size)
+        self.decoder = LatentInitialisedDecoder("lstm", embedding_dim, hidden_dim, latent_dim + condition_dim,
+                                                feed_condition=feed_latent, tanh_hidden=True)
+        self.to_logits = nn.Linear(hidden_dim, tokenizer.vocab_size)
+        self._build_prior(prior or StandardNormalPrior, latent_dim, bound)
         self.standard_normal = StandardNormalPrior(latent_dim)  # for gaussian_score_normal
+        self._register_load_state_dict_pre_hook(_own_lstms_to_nets)
 
     # ------------------------------------------------------------------ nets
 
-    @staticmethod
-    def _state(features: Tensor, directions: int = 1) -> tuple[Tensor, Tensor]:
-        """An LSTM state (h, c), each ``[directions, batch, hidden]``, from ``[batch, 2 directions hidden]``."""
-        h, c = features.view(features.shape[0], 2, directions, -1).permute(1, 2, 0, 3)
-        return torch.tanh(h).contiguous(), c.contiguous()
+    def tense_index(self, tense: str | int, key: str = "tense") -> int:
+        """Index of a tense given by name (sp, tp, pg, p) or index; a clear one-line error otherwise."""
+        if isinstance(tense, int) and not isinstance(tense, bool) and 0 <= tense < len(self.tenses):
+            return tense
+        if isinstance(tense, str) and tense in self.tenses:
+            return self.tenses.index(tense)
+        raise ConfigError(f"{key}: unknown tense {tense!r}; allowed: {', '.join(self.tenses)}")
 
     def posterior_params(self, tokens: Tensor, lengths: Tensor, tense: Tensor):
         """The parameters of q(z|x, c) ``[batch, latent]`` (means and log-variances, or Bernoulli logits);
-        ``lengths`` incl. <eos>."""
-        directions = 2 if self.encoder.bidirectional else 1
-        state = self._state(self.encoder_init(self.tense_embedding(tense)), directions)
-        packed = pack_padded_sequence(self.dropout(self.char_embedding(tokens)), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        _, (h, c) = self.encoder(packed, state)  # each [directions, batch, hidden]
-        return self.posterior(torch.cat([*h, *c], dim=-1))
+        ``lengths`` incl. <eos>. The encoder starts from a state made from e(c)."""
+        directions = self.encoder.num_directions
+        state = initial_state(self.encoder_init(self.tense_embedding(tense)), "lstm", directions, self.hidden_dim,
+                              tanh_hidden=True)
+        return self.posterior(self.encoder(self.dropout(self.char_embedding(tokens)), lengths, state))
 
     def encode(self, batch: dict):
         """The posterior's parameters ``[batch, latent]`` of the (source) forms under their tenses."""
         return self.posterior_params(batch["tokens"], host_lengths(batch), batch["tense"])
 
-    def _decoder_start(self, z: Tensor, tense: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
-        """The decoder's initial state from [z, e(c)], and [z, e(c)] itself when fed to every step."""
-        context = torch.cat([z, self.tense_embedding(tense)], dim=-1)  # [batch, latent + cond]
-        return self._state(self.decoder_init(context)), context if self.feed_latent else None
+    def _condition(self, z: Tensor, tense: Tensor) -> Tensor:
+        """[z, e(c)] ``[batch, latent + cond]``: the decoder's initial state comes from it (and every
+        input step is given it with ``feed_latent``)."""
+        return torch.cat([z, self.tense_embedding(tense)], dim=-1)
 
-    def _decoder_inputs(self, ids: Tensor, context: Tensor | None) -> Tensor:
-        """Embedded input ids ``[batch, len]`` (with the context appended) -> ``[batch, len, in]``.
+    def _embed(self, ids: Tensor) -> Tensor:
+        """Embedded decoder input ids ``[batch, len]`` -> ``[batch, len, emb]``.
 
         In training, ``char_dropout`` of the characters are replaced by <pad> (a zero embedding), so
         the decoder must take them from z (Bowman et al.'s word dropout, per character)."""
         if self.training and self.char_dropout > 0:
             dropped = torch.rand(ids.shape, device=ids.device) < self.char_dropout
-            ids = ids.masked_fill(dropped & (ids != CharTokenizer.SOS), CharTokenizer.PAD)
-        embedded = self.dropout(self.char_embedding(ids))
-        if context is None:
-            return embedded
-        return torch.cat([embedded, context.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
+            ids = ids.masked_fill(dropped & (ids != self.tokenizer.SOS), self.tokenizer.PAD)
+        return self.dropout(self.char_embedding(ids))
 
-    def _step(self, inputs: Tensor, state: tuple[Tensor, Tensor],
-              context: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """One decoder step: input ids ``[batch]`` -> logits ``[batch, vocab]``."""
-        output, state = self.decoder(self._decoder_inputs(inputs.unsqueeze(1), context), state)
-        return self.to_logits(self.dropout(output[:, 0])), state
+    def _step(self, condition: Tensor) -> Callable:
+        """One decoder step for ``decode_tokens``: input ids ``[batch]``, state -> logits ``[batch, vocab]``, state."""
+        def step(inputs: Tensor, state):
+            output, state = self.decoder.step(self._embed(inputs.unsqueeze(1)), condition, state)
+            return self.to_logits(self.dropout(output)), state
+        return step
 
     def decoder_logits(self, z: Tensor, tense: Tensor, targets: Tensor, teach: Tensor | bool = True) -> Tensor:
         """Logits ``[batch, len, vocab]`` of p(x|z, c) for targets ``[batch, len]`` (chars + <eos>).
@@ -154,15 +156,15 @@ class TenseCVAE(LatentVariableModel):
         ``teach=True``: teacher forcing, one fused LSTM call. Otherwise the decoder runs step by step
         and feeds back its own greedy choices, except for the words where ``teach [batch]`` is true.
         """
-        state, context = self._decoder_start(z, tense)
-        sos = torch.full_like(targets[:, :1], CharTokenizer.SOS)
+        condition = self._condition(z, tense)
+        sos = torch.full_like(targets[:, :1], self.tokenizer.SOS)
         if teach is True:
             inputs = torch.cat([sos, targets[:, :-1]], dim=1)  # [batch, len]
-            output, _ = self.decoder(self._decoder_inputs(inputs, context), state)
-            return self.to_logits(self.dropout(output))
+            return self.to_logits(self.dropout(self.decoder(self._embed(inputs), condition)))
+        step, state = self._step(condition), self.decoder.state_from(condition)
         inputs, steps = sos[:, 0], []
         for t in range(targets.shape[1]):
-            logits, state = self._step(inputs, state, context)
+            logits, state = step(inputs, state)
             steps.append(logits)
             inputs = logits.argmax(-1)
             if teach is not False:
@@ -172,21 +174,15 @@ class TenseCVAE(LatentVariableModel):
     @torch.no_grad()
     def greedy(self, z: Tensor, tense: Tensor) -> list[str]:
         """Greedy decodings of latents ``[batch, latent]`` under tenses ``[batch]``."""
-        state, context = self._decoder_start(z, tense)
-        inputs = torch.full_like(tense, CharTokenizer.SOS)
-        ids, finished = [], torch.zeros_like(tense, dtype=torch.bool)
-        for _ in range(self.max_length):
-            logits, state = self._step(inputs, state, context)
-            inputs = logits.argmax(-1)
-            ids.append(inputs)
-            finished |= inputs == CharTokenizer.EOS
-            if bool(finished.all()):
-                break
-        rows = torch.stack(ids, dim=1).tolist()  # [batch, steps]
+        condition = self._condition(z, tense)
+        rows = decode_tokens(self._step(condition), self.decoder.state_from(condition),
+                             torch.full_like(tense, self.tokenizer.SOS), self.tokenizer.EOS, self.max_length)
         return [self.tokenizer.decode(row) for row in rows]
 
     # ------------------------------------------------------------------ the family interface
 
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.to_logits]
     def set_step(self, step: int) -> dict[str, float]:
         """Follow the teacher-forcing schedule at training step ``step``."""
         self.teacher_forcing_ratio = float(self.teacher_forcing(step))
@@ -221,30 +217,10 @@ class TenseCVAE(LatentVariableModel):
         targets = target_tokens.repeat(num_samples, 1)  # [k batch, len]
         logits = self.decoder_logits(z.flatten(0, 1), target_tense.repeat(num_samples), targets,
                                      self._teach(num_samples * size, tokens.device))
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=CharTokenizer.PAD, reduction="none")
+        nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=self.tokenizer.PAD, reduction="none")
         log_likelihood = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
         encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, size, latents=z)
-        terms = self.regulariser(encoding, self.prior)
-        return LogWeights(log_likelihood=log_likelihood, prior=terms.prior, posterior=terms.posterior,
-                          kl_per_dim=terms.kl_per_dim, analytic_kl=terms.analytic_kl,
-                          num_units=lengths, encoded=params)
-
-    @torch.no_grad()
-    def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Posterior means and log-variances ``[count, latent]`` of ``count`` training forms (a random
-        subset; drawn with replacement when there are fewer), encoded without dropout."""
-        training, forms = self.training, FormDataset(datamodule.train_verbs)
-        self.eval()  # no dropout in the posteriors
-        index = training_subset(len(forms), count, generator)
-        collate, device = Collate(self.tokenizer), self.to_logits.weight.device
-        means, log_vars = [], []
-        for chunk in index.split(1024):
-            batch = collate([forms[i] for i in chunk.tolist()])
-            params = self.posterior_params(batch["tokens"].to(device), batch["lengths"], batch["tense"].to(device))
-            means.append(params.mean)
-            log_vars.append(params.log_var)
-        self.train(training)
-        return torch.cat(means), torch.cat(log_vars)
+        return self.pack_log_weights(log_likelihood, encoding, num_units=lengths, encoded=params)
 
     @torch.no_grad()
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
@@ -277,7 +253,7 @@ class TenseCVAE(LatentVariableModel):
         lab's literal draw; the same number when the prior is N(0, I))."""
         def score(prior: nn.Module) -> float:
             generator = generator_on(self.tense_embedding.weight, self.gaussian_seed)
-            return gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), datamodule.lexicon)
+            return gaussian_score(self.decode_prior(self.gaussian_samples, generator, prior), self.lexicon)
 
         model_score = score(self.prior)
         normal_score = model_score if self.prior.is_standard_normal else score(self.standard_normal)
@@ -287,21 +263,21 @@ class TenseCVAE(LatentVariableModel):
     def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None) -> TextOutput:
         """One row per prior draw: its decodings under sp, tp, pg, p, in aligned columns ('-': empty)."""
         decodings = [[word or "-" for word in row] for row in self.decode_prior(num_samples, generator)]
-        width = max([len(w) for row in decodings for w in row] + [len(t) for t in TENSES]) + 2
+        width = max([len(w) for row in decodings for w in row] + [len(t) for t in self.tenses]) + 2
         return TextOutput(["".join(word.ljust(width) for word in row).rstrip() for row in decodings])
 
     def run_mode(self, mode: str, cfg, datamodule, output_dir) -> None:
         from vae_lab.models.cvae_modes import convert
 
-        convert(cfg, self, datamodule, output_dir)
+        convert(cfg, self, output_dir)
 
     @torch.no_grad()
     def convert(self, words: list[str], sources, targets) -> list[str]:
         """Convert ``words`` from tense(s) ``sources`` to ``targets`` (names sp/tp/pg/p or indices;
         one value for all words or one per word), greedily from the posterior mean."""
         words = [self.tokenizer.check(w, "word") for w in words]
-        sources = [tense_index(s, "source") for s in _per_word(sources, len(words))]
-        targets = [tense_index(t, "target") for t in _per_word(targets, len(words))]
+        sources = [self.tense_index(s, "source") for s in _per_word(sources, len(words))]
+        targets = [self.tense_index(t, "target") for t in _per_word(targets, len(words))]
         if not words:
             return []
         device = self.to_logits.weight.device
@@ -318,3 +294,17 @@ def _per_word(values, count: int) -> list:
     if len(values) != count:
         raise ValueError(f"{len(values)} tenses for {count} words")
     return values
+
+
+def _own_lstms_to_nets(state_dict: dict, prefix: str, *args) -> None:
+    """A checkpoint from before the CVAE's nets were nets/rnn.py's kept its own LSTMs: ``encoder.*`` (now
+    ``encoder.rnn.*``), ``decoder_init.*`` (now ``decoder.to_state.*``) and ``decoder.*`` (now
+    ``decoder.rnn.*``); the same weights, the same maths."""
+    if prefix + "decoder_init.weight" not in state_dict:
+        return
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for old, new in (("encoder.", "encoder.rnn."), ("decoder_init.", "decoder.to_state."), ("decoder.", "decoder.rnn.")):
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                break

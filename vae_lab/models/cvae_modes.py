@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 
-from vae_lab.data.verb_tense import TENSES, CharTokenizer, tense_index
 from vae_lab.errors import ConfigError
 from vae_lab.outputs import TextOutput, publish
 
@@ -19,7 +18,7 @@ def _setting(cfg, key: str):
     return cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
 
 
-def read_words_file(file: pathlib.Path, source, target) -> list[tuple[str, int, int]]:
+def read_words_file(file: pathlib.Path, source, target, model) -> list[tuple[str, int, int]]:
     """Lines ``word`` or ``word source target`` -> (word, source index, target index), validated."""
     if not file.is_file():
         raise ConfigError(f"words_file: no file {file}; pass words_file=<a file with one word a line>")
@@ -36,13 +35,13 @@ def read_words_file(file: pathlib.Path, source, target) -> list[tuple[str, int, 
         if len(fields) != 3:
             raise ConfigError(f"words_file: line {number} must be 'word' or 'word source target', got {line!r}")
         word, line_source, line_target = fields
-        requests.append((CharTokenizer.check(word, f"words_file (line {number})"),
-                         tense_index(line_source, f"words_file (line {number}) source"),
-                         tense_index(line_target, f"words_file (line {number}) target")))
+        requests.append((model.tokenizer.check(word, f"words_file (line {number})"),
+                         model.tense_index(line_source, f"words_file (line {number}) source"),
+                         model.tense_index(line_target, f"words_file (line {number}) target")))
     return requests
 
 
-def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
+def convert(cfg, model, run_dir: pathlib.Path) -> dict:
     """Convert ``cfg.word`` (or every line of ``cfg.words_file``) from ``cfg.source`` to ``cfg.target``.
 
     Returns ``{"conversions": n}``.
@@ -56,15 +55,16 @@ def convert(cfg, model, datamodule, run_dir: pathlib.Path) -> dict:
     if word is not None:
         for key, tense in (("source", source), ("target", target)):
             if tense is None:
-                raise ConfigError(f"{key}: missing; pass {key}=<one of {', '.join(TENSES)}>")
-        requests = [(CharTokenizer.check(str(word), "word"), tense_index(source, "source"), tense_index(target, "target"))]
+                raise ConfigError(f"{key}: missing; pass {key}=<one of {', '.join(model.tenses)}>")
+        requests = [(model.tokenizer.check(str(word), "word"), model.tense_index(source, "source"),
+                     model.tense_index(target, "target"))]
     else:
-        requests = read_words_file(pathlib.Path(str(words_file)), source, target)
+        requests = read_words_file(pathlib.Path(str(words_file)), source, target, model)
     converted = model.convert([w for w, _, _ in requests], [s for _, s, _ in requests], [t for _, _, t in requests])
     lines = []
     for (w, s, t), conversion in zip(requests, converted):
-        print(f"{w} ({TENSES[s]}) -> {conversion} ({TENSES[t]})")
-        lines.append(f"{w}\t{TENSES[s]}\t{TENSES[t]}\t{conversion}")
+        print(f"{w} ({model.tenses[s]}) -> {conversion} ({model.tenses[t]})")
+        lines.append(f"{w}\t{model.tenses[s]}\t{model.tenses[t]}\t{conversion}")
     conversions = TextOutput(lines, columns=("word", "source", "target", "conversion"))
     publish(conversions, pathlib.Path(run_dir), "conversions")  # conversions.txt, and a wandb table
     return {"conversions": len(converted)}

@@ -26,17 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.nets.mlp import FeedForward
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import ImageOutput
-from vae_lab.priors.mixture import training_subset
-from vae_lab.regularisers import Encoding, regulariser_of
+from vae_lab.regularisers import Encoding
 
 
 class ImageVAE(LatentVariableModel):
     """Hierarchical-posterior VAE of binary images (see the module docstring for the parts). ``beta`` is the
     smoothing sharpness the posterior's relaxation was configured with (``model.beta``), kept for the record."""
+
+    reads = "images"
+    offers = frozenset({"encode_inputs", "input_shape"})
 
     def __init__(self, num_pixels: int, image_shape: tuple[int, int], pixel_mean: Tensor,
                  prior: Callable[..., nn.Module], posterior: Callable[..., nn.Module], struct: dict,
@@ -46,7 +49,8 @@ class ImageVAE(LatentVariableModel):
         self.image_shape = tuple(image_shape)
         self.num_groups, self.group_size = int(struct["num_groups"]), int(struct["group_size"])
         self.num_latents = self.num_groups * self.group_size
-        self.posterior = posterior(latent_dim=self.num_latents)
+        self.num_pixels = num_pixels
+        self._build_posterior(posterior, self.num_latents)
         params_per_unit = self.posterior.num_params
         hidden = dict(hidden_units=int(struct["hidden_units"]), hidden_layers=int(struct["hidden_layers"]))
         self.encoders = nn.ModuleList(
@@ -56,8 +60,7 @@ class ImageVAE(LatentVariableModel):
         mean = pixel_mean.float().clamp(1e-3, 1 - 1e-3)
         self.register_buffer("pixel_mean", pixel_mean.float().clone())
         self.register_buffer("output_bias", torch.log(mean) - torch.log1p(-mean))  # logit of the pixel mean
-        self.prior = prior(latent_dim=self.num_latents)
-        self.regulariser = regulariser_of(self.posterior, self.prior, bound)
+        self._build_prior(prior, self.num_latents, bound)
         self._register_load_state_dict_pre_hook(_moved_keys)
 
     # ------------------------------------------------------------------ parts of one pass
@@ -77,6 +80,31 @@ class ImageVAE(LatentVariableModel):
             draws.append(self.posterior.draw(params[-1], 1, relaxed, offset=i * self.group_size)[0])
         return params, draws
 
+    def input_shape(self) -> tuple[int, ...]:
+        """One input's shape, for a prior that encodes inputs of its own (a one-group posterior only)."""
+        self._one_group()
+        return (self.num_pixels,)
+
+    def _one_group(self) -> None:
+        if self.num_groups != 1:
+            raise ConfigError(f"model.struct.num_groups={self.num_groups}: a prior that encodes inputs of its own "
+                              "needs a one-group posterior; use struct=1-layer-lin or struct=1-layer-nonlin")
+
+    def encode_inputs(self, inputs: Tensor):
+        """The posterior's parameters ``[n, units]`` at inputs ``[n, pixels]`` of a prior's own (the VampPrior's
+        pseudo-inputs), differentiable: one group only (a hierarchical posterior's density at a point needs
+        every group's draws), its batch norm on its running statistics (the data's batch statistics stay the
+        data's)."""
+        self._one_group()
+        encoder = self.encoders[0]
+        training = encoder.training
+        encoder.eval()
+        try:
+            outputs = encoder(inputs - self.pixel_mean)
+        finally:
+            encoder.train(training)
+        return self.posterior.params(outputs.view(inputs.shape[0], -1, self.group_size))
+
     def decoder_logits(self, latents: Tensor) -> Tensor:
         """Pixel logits ``[n, pixels]`` of p(x|ζ)."""
         return self.decoder(latents) + self.output_bias
@@ -95,11 +123,10 @@ class ImageVAE(LatentVariableModel):
         log_likelihood = -F.binary_cross_entropy_with_logits(self.decoder_logits(latents), repeated,
                                                             reduction="none").sum(-1)
         encoding = Encoding(self.posterior, params, draws, self.training, num_samples, size, latents=latents)
-        terms = self.regulariser(encoding, self.prior)
-        view = (num_samples, size)
-        return LogWeights(log_likelihood=log_likelihood.view(view), prior=terms.prior.reshape(view),
-                          posterior=terms.posterior.reshape(view), kl_per_dim=terms.kl_per_dim,
-                          analytic_kl=terms.analytic_kl)
+        return self.pack_log_weights(log_likelihood, encoding)
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder]
 
     def regularizer(self) -> Tensor:
         """Weight decay · ½‖·‖² on the nets' kernels and batch-norm scales (and the RBM's W)."""
@@ -112,22 +139,6 @@ class ImageVAE(LatentVariableModel):
         draws before it (Gaussian means and log-variances for the baseline, given Gaussian draws)."""
         params, _ = self._encode_groups(batch["pixels"], relaxed=False)
         return type(params[0]).cat(params)
-
-    @torch.no_grad()
-    def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Posterior means and log-variances ``[count, units]`` of ``count`` training images (a random
-        subset; with replacement when there are fewer), for ``prior=aggregate``; later groups' given one
-        draw of the groups before them, so each component is one diagonal Gaussian."""
-        training, images = self.training, datamodule.datasets["train"]
-        self.eval()  # batch norm with its running statistics
-        index, device = training_subset(len(images), count, generator), self.output_bias.device
-        means, log_vars = [], []
-        for chunk in index.split(1024):
-            params = self.encode({"pixels": images.pixels(chunk.tolist()).to(device)})
-            means.append(params.mean)
-            log_vars.append(params.log_var)
-        self.train(training)
-        return torch.cat(means), torch.cat(log_vars)
 
     @torch.no_grad()
     def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None) -> ImageOutput:

@@ -8,22 +8,25 @@ regulariser comes from vae_lab/regularisers.py.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import sacrebleu
 import torch
 from torch import Tensor, nn
 
-from vae_lab.data.vocab import Vocabulary
 from vae_lab.errors import ConfigError
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.nets.output import target_log_prob
-from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, host_lengths
+from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, decode_tokens, host_lengths
 from vae_lab.objectives import LogWeights
 from vae_lab.outputs import TextOutput, publish
 from vae_lab.posteriors.gaussian import GaussianPosterior
-from vae_lab.priors.mixture import Prior, StandardNormalPrior, training_subset
-from vae_lab.regularisers import Encoding, regulariser_of
+from vae_lab.priors.base import Prior
+from vae_lab.priors.mixture import StandardNormalPrior
+from vae_lab.regularisers import Encoding
+
+if TYPE_CHECKING:  # the datamodule's vocabulary (vae_lab/data/vocab.py), handed in by model_kwargs
+    from vae_lab.data.vocab import Vocabulary
 
 
 class SentenceVAE(LatentVariableModel):
@@ -36,9 +39,10 @@ class SentenceVAE(LatentVariableModel):
     and N(0, I) by default); ``bound`` (``objective.bound``) picks the pair's regulariser.
     """
 
+    reads = "sentences"
     modes = {"interpolate": ("sentence_a", "sentence_b", "steps")}
 
-    def __init__(self, vocab: Vocabulary, rnn_type: str = "gru", embedding_dim: int = 300,
+    def __init__(self, vocab: "Vocabulary", rnn_type: str = "gru", embedding_dim: int = 300,
                  hidden_dim: int = 256, latent_dim: int = 16, num_layers: int = 1,
                  bidirectional: bool = False, word_dropout: float = 0.0, embedding_dropout: float = 0.0,
                  rnn_dropout: float = 0.0, feed_latent: bool = False, tie_embeddings: bool = False,
@@ -52,15 +56,14 @@ class SentenceVAE(LatentVariableModel):
         self.embedding = nn.Embedding(len(vocab), embedding_dim, padding_idx=vocab.pad)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.encoder = RNNEncoder(rnn_type, embedding_dim, hidden_dim, num_layers, bidirectional, rnn_dropout)
-        self.posterior = (posterior or GaussianPosterior)(latent_dim=latent_dim, in_features=self.encoder.output_size)
+        self._build_posterior(posterior or GaussianPosterior, latent_dim, in_features=self.encoder.output_size)
         self.decoder = LatentInitialisedDecoder(rnn_type, embedding_dim, hidden_dim, latent_dim,
                                                 num_layers, rnn_dropout, feed_condition=feed_latent)
         projection = [nn.Linear(hidden_dim, embedding_dim)] if tie_embeddings and hidden_dim != embedding_dim else []
         self.output = nn.Sequential(*projection, nn.Linear(embedding_dim if tie_embeddings else hidden_dim, len(vocab)))
         if tie_embeddings:
             self.output[-1].weight = self.embedding.weight
-        self.prior = (prior or StandardNormalPrior)(latent_dim=latent_dim)
-        self.regulariser = regulariser_of(self.posterior, self.prior, bound)
+        self._build_prior(prior or StandardNormalPrior, latent_dim, bound)
 
     # -- vocabulary travels in the state dict, so a checkpoint cannot be read with another one
     def get_extra_state(self) -> dict:
@@ -122,39 +125,26 @@ class SentenceVAE(LatentVariableModel):
         z = self.posterior.draw(params, num_samples, relaxed=self.training)  # [k, batch, dim]
         log_likelihood = self.reconstruction_log_prob(tokens, lengths, z.reshape(-1, self.latent_dim))
         encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, len(lengths), latents=z)
-        terms = self.regulariser(encoding, self.prior)
-        return LogWeights(
-            log_likelihood=log_likelihood.view(num_samples, -1),
-            prior=terms.prior,
-            posterior=terms.posterior,
-            kl_per_dim=terms.kl_per_dim,
-            analytic_kl=terms.analytic_kl,
-            num_units=(lengths + 1).to(z.dtype),
-            encoded=params,
-        )
+        return self.pack_log_weights(log_likelihood, encoding, num_units=(lengths + 1).to(z.dtype), encoded=params)
+
+    def decoder_modules(self) -> list[nn.Module]:
+        """The decoder RNN (with its z -> state map) and the output layer; with tied embeddings the
+        shared embedding stays (the encoder reads it), so only the projection before it is reset."""
+        tied = self.output[-1].weight is self.embedding.weight
+        return [self.decoder, *(self.output[:-1] if tied else [self.output])]
 
     # -- decoding
     @torch.no_grad()
     def decode(self, z: Tensor, greedy: bool = True, generator: torch.Generator | None = None) -> list[list[str]]:
-        """Decode ``z [n, dim]`` token by token (argmax, or sampling from the softmax)."""
-        n = z.shape[0]
-        state = self.decoder.state_from(z)
-        token = z.new_full((n, 1), self.vocab.sos, dtype=torch.long)
-        finished = torch.zeros(n, dtype=torch.bool, device=z.device)
-        steps = []
-        for _ in range(self.max_decode_length + 1):
-            hidden, state = self.decoder.step(self.embedding(token), z, state)
-            logits = self.output(hidden)  # [n, vocab]
-            if greedy:
-                token = logits.argmax(-1, keepdim=True)
-            else:
-                probs = logits.softmax(-1)
-                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(z.device)
-            steps.append(token.squeeze(1))
-            finished |= token.squeeze(1).eq(self.vocab.eos)
-            if bool(finished.all()):
-                break
-        ids = torch.stack(steps, dim=1).tolist()  # [n, time]
+        """Decode ``z [n, dim]`` token by token (argmax, or sampling from the softmax), for at most
+        ``max_decode_length`` words and <eos>."""
+        def step(token: Tensor, state):
+            hidden, state = self.decoder.step(self.embedding(token.unsqueeze(1)), z, state)
+            return self.output(hidden), state  # [n, vocab]
+
+        first = z.new_full((z.shape[0],), self.vocab.sos, dtype=torch.long)
+        ids = decode_tokens(step, self.decoder.state_from(z), first, self.vocab.eos, self.max_decode_length + 1,
+                            greedy, generator)
         return [self.vocab.decode(row) for row in ids]
 
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
@@ -171,22 +161,6 @@ class SentenceVAE(LatentVariableModel):
         """Corpus BLEU-4 (sacrebleu, tokenised input kept as is), on a 0-1 scale."""
         bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize="none")
         return {"bleu": bleu.score / 100.0}
-
-    @torch.no_grad()
-    def training_posteriors(self, datamodule, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Posterior means and log-variances ``[count, dim]`` of ``count`` training sentences (a random
-        subset; drawn with replacement when there are fewer), for ``prior=aggregate``."""
-        from vae_lab.data.text import collate_sentences
-
-        dataset, device = datamodule.datasets["train"], self.embedding.weight.device
-        index = training_subset(len(dataset), count, generator)
-        means, log_vars = [], []
-        for chunk in index.split(256):
-            batch = collate_sentences([dataset[i] for i in chunk.tolist()], self.vocab.pad)
-            params = self.posterior_params({"tokens": batch["tokens"].to(device), "lengths": batch["lengths"]})
-            means.append(params.mean)
-            log_vars.append(params.log_var)
-        return torch.cat(means), torch.cat(log_vars)
 
     def sample_outputs(self, num_samples: int, generator: torch.Generator | None = None,
                        greedy: bool = True) -> TextOutput:

@@ -142,6 +142,20 @@ class BernoulliPosterior(nn.Module):
             return self.relaxation.log_prob(z, params.logits, *self._mixture(params, offset)).sum(-1)
         return self.relaxation.log_prob(z, params.logits).sum(-1)
 
+    # -- what the regulariser cells ask of the relaxation
+    def log_ratio(self, zeta: Tensor) -> Tensor:
+        """log r(ζ|1) - log r(ζ|0) per unit: how a relaxed draw shifts the RBM's left means (DVAE++)."""
+        return self.relaxation.log_ratio(zeta)
+
+    def smoothing_log_r0(self, zeta: Tensor) -> Tensor:
+        """log r(ζ|z = 0) per unit, the overlapping smoothing's density (DVAE#'s relaxed prior)."""
+        return self.relaxation.smoothing.log_pdf(zeta)
+
+    @property
+    def minimum_lambda(self) -> float:
+        """The Gaussian integral's floor of the RBM prior's λ."""
+        return self.relaxation.minimum_lambda
+
     @staticmethod
     def point(params: BernoulliParams) -> Tensor:
         """The most probable binary z ``[n, dim]``, the latent a family decodes greedily."""

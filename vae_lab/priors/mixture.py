@@ -25,44 +25,8 @@ from torch import Tensor, nn
 
 from vae_lab.devices import draw_device, generator_on
 from vae_lab.errors import ConfigError
-from vae_lab.posteriors import diagonal_mixture_log_prob, standard_normal_log_prob
-
-
-def training_subset(size: int, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` indices of ``size`` training items for the aggregate prior: a random subset, drawn with
-    replacement when there are fewer items than ``count``."""
-    if size >= count:
-        return torch.randperm(size, generator=generator)[:count]
-    return torch.randint(size, (count,), generator=generator)
-
-
-class Prior(nn.Module):
-    """What a family asks of its prior p(z) (``conf/prior/``): every prior is built by the family as
-    ``prior(latent_dim=n)``, n its number of latents (a prior that needs a layout of them, as the RBM's
-    halves, takes it from its own config keys).
-
-    ``support``: what z it is a density of: ``continuous`` (z in R^n) or ``boltzmann`` (binary z, a
-    Boltzmann machine); with the posterior's kind it picks the regulariser (vae_lab/regularisers.py).
-    ``log_prob(z)`` ``[..., dim] -> [...]``; ``sample(n, generator)``; ``analytic_kl``: the KL to a
-    diagonal Gaussian posterior is N(0, I)'s closed form; ``is_standard_normal``: p(z) is N(0, I) now.
-    ``prepare_evaluation(model, datamodule)`` runs before each val/test epoch,
-    ``evaluation_metrics()`` adds the prior's own figures to them and ``regularizer()`` its penalty to
-    the training loss; all do nothing by default.
-    """
-
-    support = "continuous"
-    analytic_kl = False
-    is_standard_normal = False
-
-    def prepare_evaluation(self, model: nn.Module, datamodule) -> None:
-        pass
-
-    def evaluation_metrics(self) -> dict[str, float]:
-        return {}
-
-    def regularizer(self) -> Tensor | float:
-        """A penalty on the prior's parameters added to the training loss (none by default)."""
-        return 0.0
+from vae_lab.densities import diagonal_mixture_log_prob, standard_normal_log_prob
+from vae_lab.priors.base import Prior
 
 
 class StandardNormalPrior(Prior):
@@ -165,8 +129,8 @@ class AggregatePosteriorPrior(Prior):
     @torch.no_grad()
     def prepare_evaluation(self, model: nn.Module, datamodule) -> None:
         """Fit to the posteriors of ``components`` training items (the same ones every time)."""
-        means, log_vars = model.training_posteriors(datamodule, self.components, generator_on("cpu", 0))  # indices of host items
-        self.fit(means, log_vars)
+        params = model.training_posteriors(datamodule, self.components, generator_on("cpu", 0))  # indices of host items
+        self.fit(params.mean, params.log_var)
 
     @torch.no_grad()
     def fit(self, means: Tensor, log_vars: Tensor) -> None:

@@ -8,8 +8,10 @@ import torch
 from torch import Tensor
 
 from vae_lab.errors import ConfigError
+from vae_lab.priors.base import Prior
 from vae_lab.priors.boltzmann import RBM
-from vae_lab.priors.mixture import Prior
+from vae_lab.priors.relaxed import (LogR0, gaussian_integral_lambda, gaussian_integral_log_marginal,
+                                    mean_field_log_marginal)
 from vae_lab.priors.samplers import AIS, RBMSampler
 
 
@@ -24,9 +26,16 @@ class RBMPrior(Prior):
     ``regularizer()``: weight decay ``weight_decay`` · ½‖W‖² as the DVAE# reference.
     The samplers' state (PCD chains, generators) travels in the state dict, so a resumed run goes on.
     The family gives ``latent_dim`` units; the first ``n_left`` (null: half, rounded down) are the left layer.
+
+    What it offers the regulariser cells (``offers``; vae_lab/regularisers.py): ``log_z_train``, the
+    layers' ``split``, the energy's parts (``expected_energy`` of factorial means, ``biases``, ``couplings``,
+    ``interaction``, ``model_sample_energy`` of the sampler's chains) and the continuous relaxations'
+    marginals (``relaxed_log_marginal``, ``gaussian_integral_log_marginal``).
     """
 
     support = "boltzmann"
+    offers = frozenset({"log_z_train", "split", "expected_energy", "biases", "couplings", "interaction",
+                        "model_sample_energy", "relaxed_log_marginal", "gaussian_integral_log_marginal"})
 
     def __init__(self, latent_dim: int, n_left: int | None = None, sampler: Callable[..., RBMSampler] | None = None,
                  log_z_estimator: Callable[..., AIS] | None = None, weight_decay: float = 1e-4):
@@ -51,6 +60,44 @@ class RBMPrior(Prior):
         """Scalar surrogate: gradient ∇ log Z from the sampler's draws (one draw per training step)."""
         fallback = self.log_z if bool(self.log_z_estimated) else None
         return self.sampler.log_z_term(fallback)
+
+    # -- what the regulariser cells call (``offers``)
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``[..., n]`` -> the left ``[..., n_left]`` and right ``[..., n_right]`` layers."""
+        return self.rbm.split(z)
+
+    def expected_energy(self, left: Tensor, right: Tensor, coupled_left: Tensor | None = None) -> Tensor:
+        """E_q[E(z)] = -a·q_left - b·q_right - (ν_left W)·q_right ``[rows]`` for factorial means ``left``, ``right``;
+        ``coupled_left``: the left means the coupling term sees (ν_left; default the left means)."""
+        coupled = left if coupled_left is None else coupled_left
+        return -(left @ self.rbm.bias_left) - right @ self.rbm.bias_right - ((coupled @ self.rbm.weight) * right).sum(-1)
+
+    def biases(self) -> Tensor:
+        """[a, b] ``[n]``."""
+        return torch.cat([self.rbm.bias_left, self.rbm.bias_right])
+
+    def couplings(self, z: Tensor) -> Tensor:
+        """What each unit receives from the other layer, [W z_right, Wᵀ z_left] ``[rows, n]``."""
+        left, right = self.rbm.split(z)
+        return torch.cat([right @ self.rbm.weight.t(), left @ self.rbm.weight], dim=-1)
+
+    def interaction(self, z: Tensor) -> Tensor:
+        """z_leftᵀ W z_right ``[rows]``."""
+        left, right = self.rbm.split(z)
+        return ((left @ self.rbm.weight) * right).sum(-1)
+
+    def model_sample_energy(self) -> Tensor:
+        """E(z) ``[chains]`` of the training sampler's next draws (detached): the negative phase."""
+        return self.rbm.energy(self.sampler.sample().detach())
+
+    def relaxed_log_marginal(self, zeta: Tensor, log_r0: LogR0) -> Tensor:
+        """The mean-field log Σ_z e^{-E(z)} Π_i r(ζ_i|z_i) ``[...]`` (DVAE#'s overlapping relaxations)."""
+        return mean_field_log_marginal(self.rbm, zeta, log_r0)
+
+    def gaussian_integral_log_marginal(self, zeta: Tensor, minimum_lambda: float) -> Tensor:
+        """DVAE#'s Gaussian-integral log Σ_z e^{-E(z)} N(ζ; z, A⁻¹) ``[...]``, λ = max(minimum_lambda, 5 + max(0, -λ_min(W)))."""
+        lam = gaussian_integral_lambda(self.rbm, minimum_lambda)
+        return gaussian_integral_log_marginal(self.rbm, zeta, lam)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z) = -E(z) - log Z with the last estimated log Z, for binary z ``[..., n]`` -> ``[...]``."""
