@@ -46,7 +46,7 @@ def test_debug_fast_shrinks_each_family_without_adding_keys(make_config):
 
 def test_image_models_take_the_published_settings(make_config):
     cfg = make_config(["model=dvaes_power", "struct=1-layer-nonlin"])
-    assert cfg.dataset.source == "mnist" and cfg.prior._target_.endswith("RBMPrior")
+    assert cfg.dataset.reader.name == "mnist" and cfg.prior._target_.endswith("RBMPrior")
     assert cfg.sampler._target_.endswith("PopulationAnnealing") and cfg.sampler.num_chains == 1000
     assert (cfg.optimizer.lr, cfg.optimizer.eps, cfg.dataset.batch_size, cfg.objective.bound) == (3e-3, 1e-3, 100, "iw")
     assert cfg.model.beta == 40.0 and cfg.posterior.relaxation.smoothing.beta == 40.0  # run.py: 1-layer-nonlin, MNIST

@@ -76,3 +76,39 @@ def test_ddp_counts_whole_splits_and_tests_like_one_process(tmp_path):
     tokens = one_process["test/units"]
     for name in ("ppl", "rec_ppl"):
         assert metrics[f"test/{name}"] == pytest.approx(one_process[f"test/{name}"], rel=math.expm1(0.3 * 191 / tokens)), name
+
+
+# the CVAE: 20 verbs a split (80 training forms: 40 a rank, every one seen; 240 conversion pairs a split)
+CVAE_SPLIT = ("debug=fast", "model=cvae", "dataset=verb_tense", "dataset.limit=20", "trainer.limit_train_batches=null",
+              "trainer.limit_val_batches=null", "trainer.limit_test_batches=null", "torch_threads=1")
+
+
+def verb_tense_splits() -> dict[str, tuple[int, int]]:
+    """(items, predicted characters incl. <eos>) of each split: training forms, then conversion pairs."""
+    cfg = compose_config(list(CVAE_SPLIT), Path("unused"))
+    datamodule = instantiate(cfg.dataset, data_dir=cfg.paths.data_dir)
+    datamodule.setup("fit")
+    forms = [form for verb in datamodule.train_verbs for form in verb]
+    splits = {"train": (len(forms), sum(len(form) + 1 for form in forms))}
+    for stage, pairs in (("val", datamodule.val_pairs), ("test", datamodule.test_pairs)):
+        splits[stage] = (len(pairs), sum(len(target) + 1 for _, _, target, _ in pairs))
+    return splits
+
+
+def test_the_cvae_is_data_parallel_and_tests_like_one_process(tmp_path):
+    """Under trainer=ddp each rank trains on its own half of the forms (every form once an epoch) and
+    evaluates its own share of the pairs: the counts are the data's, not twice them; the greedy decodings'
+    BLEU and exact match equal a one-process test of the same checkpoint."""
+    run_dir, evaluation = tmp_path / "ddp", tmp_path / "one_process"
+    trained = vae_lab(*CVAE_SPLIT, "logger=csv", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                      f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert "MEMBER: 2/2" in trained.stderr + trained.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for stage, (items, characters) in verb_tense_splits().items():
+        assert (metrics[f"{stage}/examples"], metrics[f"{stage}/units"]) == (items, characters), stage
+    vae_lab(*CVAE_SPLIT, "logger=none", "mode=test", f"run_dir={run_dir}", "ckpt=best", f"hydra.run.dir={evaluation}",
+            cwd=tmp_path)
+    one_process = json.loads((evaluation / "metrics.json").read_text())
+    for name in ("examples", "units", "bleu", "exact_match", "active_units", "gaussian_score", "gaussian_score_normal"):
+        assert metrics[f"test/{name}"] == one_process[f"test/{name}"], name
+    assert metrics["test/kl"] == pytest.approx(one_process["test/kl"], abs=1e-4)  # closed form: rounding only

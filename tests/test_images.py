@@ -13,6 +13,7 @@ import torch
 from vae_lab.data import mnist
 from vae_lab.data.binarize import arrays_sha256, bernoulli_draw, stream_key
 from vae_lab.data.images import ImageDataModule
+from vae_lab.data.omniglot import OmniglotReader
 from vae_lab.data.mnist import (BINARIZED_MNIST_ARRAYS_SHA256, binarized_mnist_cache, load_binarized_mnist,
                                 read_grey_mnist)
 from vae_lab.errors import ConfigError
@@ -219,7 +220,7 @@ def test_omniglot(tmp_path):
     marked[0, 5] = marked[3, 1] = marked[27, 0] = 1.0  # asymmetric: a transpose would move it
     train[0], train[1400 - 1345], test[2] = marked, marked, marked
     write_chardata(tmp_path, train, test)
-    module = ImageDataModule(str(tmp_path / "cache"), source="omniglot", binarization="dynamic",
+    module = ImageDataModule(str(tmp_path / "cache"), reader=OmniglotReader(), binarization="dynamic",
                              path=str(tmp_path), seed=0)
     module.prepare_data()
     module.setup("fit")
@@ -241,7 +242,7 @@ def test_omniglot(tmp_path):
     assert (draws[0] != draws[1]).float().mean().item() == pytest.approx(1 / 3, abs=0.02)
     grey_mean = torch.from_numpy(train[:55].reshape(55, 784).mean(0)).float()
     assert torch.allclose(module.model_kwargs()["pixel_mean"], grey_mean)
-    other = ImageDataModule(str(tmp_path / "cache"), source="omniglot", path=str(tmp_path / "chardata.mat"),
+    other = ImageDataModule(str(tmp_path / "cache"), reader=OmniglotReader(), path=str(tmp_path / "chardata.mat"),
                             limit=10)
     other.setup("fit")
     assert [len(other.datasets[s]) for s in SPLITS] == [10, 10, 7]
@@ -250,9 +251,9 @@ def test_omniglot(tmp_path):
 
 def test_omniglot_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^dataset.path: no chardata.mat in .*dataset.path=<folder>"):
-        ImageDataModule(str(tmp_path), source="omniglot", path=str(tmp_path)).prepare_data()
+        ImageDataModule(str(tmp_path), reader=OmniglotReader(), path=str(tmp_path)).prepare_data()
     with pytest.raises(ConfigError, match=r"^dataset.path is not set"):
-        ImageDataModule(str(tmp_path), source="omniglot").prepare_data()
+        ImageDataModule(str(tmp_path), reader=OmniglotReader()).prepare_data()
 
 
 def test_missing_mnist_package(tmp_path, monkeypatch):
@@ -265,7 +266,7 @@ def test_missing_mnist_package(tmp_path, monkeypatch):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("key,value", [("source", "cifar"), ("binarization", "static"), ("limit", 0)])
+@pytest.mark.parametrize("key,value", [("binarization", "static"), ("limit", 0)])
 def test_bad_values_name_the_key(tmp_path, key, value):
     with pytest.raises(ConfigError, match=f"dataset.{key}"):
         ImageDataModule(str(tmp_path), **{key: value})
@@ -280,9 +281,38 @@ def test_hydra_configs(make_config, mnist_dir):
     assert batch["pixels"].shape == (cfg.dataset.batch_size, 784)
     assert next(iter(module.val_dataloader()))["pixels"].shape == (50, 784)
     dynamic = make_config(["dataset=dynamic_mnist", f"paths.data_dir={mnist_dir}"]).dataset
-    assert (dynamic.binarization, dynamic.source, dynamic.batch_size) == ("dynamic", "mnist", 100)
+    assert (dynamic.binarization, dynamic.reader.name, dynamic.batch_size) == ("dynamic", "mnist", 100)
     omniglot = make_config(["dataset=omniglot"]).dataset
-    assert (omniglot.source, omniglot.binarization, omniglot.path) == ("omniglot", "dynamic", None)
+    assert (omniglot.reader.name, omniglot.binarization, omniglot.path) == ("omniglot", "dynamic", None)
+    assert omniglot.reader._target_ == "vae_lab.data.omniglot.OmniglotReader"
+
+
+def test_the_image_size_comes_from_the_reader(tmp_path):
+    """A reader of 3x5 images: the datamodule's batches and the model's sizes follow it."""
+    import numpy as np
+
+    from vae_lab.data.binarize import ImageSplits
+
+    class Tiny:
+        name, shape = "tiny", (3, 5)
+
+        def check(self, path, binarization):
+            pass
+
+        def prepare(self, data_dir, path, binarization, binarize_seed):
+            pass
+
+        def read(self, data_dir, path, binarization, binarize_seed, limit=None):
+            rng = np.random.default_rng(0)
+            return ImageSplits({split: rng.random((n, 15)).astype(np.float32)
+                                for split, n in (("train", 20), ("valid", 6), ("test", 6))}, self.shape)
+
+    module = ImageDataModule(str(tmp_path), reader=Tiny(), batch_size=4, eval_batch_size=6)
+    module.setup("fit")
+    kwargs = module.model_kwargs()
+    assert kwargs["num_pixels"] == 15 and kwargs["image_shape"] == (3, 5) and module.source == "tiny"
+    assert next(iter(module.train_dataloader()))["pixels"].shape == (4, 15)
+    assert set(next(iter(module.val_dataloader()))["pixels"].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_mnist_file_is_found_without_importing_it():

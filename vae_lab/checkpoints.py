@@ -63,7 +63,7 @@ def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
         return cfg
-    saved = _with_posterior(_renamed(OmegaConf.create(saved)))
+    saved = _with_reader(_with_posterior(_renamed(OmegaConf.create(saved))))
     for key in ("model", "dataset", "prior", "posterior"):
         if key in saved:
             _check_targets(saved[key], key)
@@ -105,6 +105,24 @@ def _renamed(node):
         for value in node:
             _renamed(value)
     return node
+
+
+READERS = {"mnist": "vae_lab.data.mnist.MNISTReader", "omniglot": "vae_lab.data.omniglot.OmniglotReader"}
+
+
+def _with_reader(saved: DictConfig) -> DictConfig:
+    """An image dataset's config from before image sources were readers named them ``source: mnist |
+    omniglot``; it becomes the reader it meant."""
+    dataset = saved.get("dataset")
+    if dataset is None or "source" not in dataset or not str(dataset.get("_target_", "")).endswith("ImageDataModule"):
+        return saved
+    with open_dict(saved):
+        source = dataset.pop("source")
+        if source not in READERS:
+            raise ConfigError(f"ckpt: its dataset.source={source} predates image readers and names no known "
+                              f"source ({', '.join(READERS)}); restore it with a checkpoint of a known source")
+        dataset.reader = {"_target_": READERS[source], "name": source}
+    return saved
 
 
 GAUSSIAN_POSTERIOR = {"_target_": "vae_lab.posteriors.gaussian.GaussianPosterior", "_partial_": True}

@@ -38,7 +38,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
-    datamodule = built(cfg.dataset, data_dir=cfg.paths.data_dir, _recursive_=False)
+    datamodule = built(cfg.dataset, data_dir=cfg.paths.data_dir)  # its parts (an image reader) built too
     try:
         datamodule.prepare_data()
     except PermissionError as error:  # the data cache cannot be written

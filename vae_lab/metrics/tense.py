@@ -11,6 +11,7 @@ the orders the hypothesis has no n-grams of, and scores it 1.0.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from sacrebleu.metrics import BLEU
@@ -34,11 +35,12 @@ def char_bleu(hypothesis: str, reference: str, smooth_method: str = "floor", smo
 
 def mean_char_bleu(hypotheses: Sequence[str], references: Sequence[str], smooth_method: str = "floor",
                    smooth_value: float = 0.1) -> float:
-    """The mean of ``char_bleu`` over the pairs, as the lab averages its test pairs."""
+    """The mean of ``char_bleu`` over the pairs, as the lab averages its test pairs; summed exactly
+    (``math.fsum``), so it is the same whatever the pairs' order (DDP gathers them rank by rank)."""
     _check_lengths(hypotheses, references)
     if not hypotheses:
         return float("nan")
-    return sum(char_bleu(h, r, smooth_method, smooth_value) for h, r in zip(hypotheses, references)) / len(hypotheses)
+    return math.fsum(char_bleu(h, r, smooth_method, smooth_value) for h, r in zip(hypotheses, references)) / len(hypotheses)
 
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
