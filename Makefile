@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-full bench clean
+.PHONY: install run test test-full clean
 
 install: $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip

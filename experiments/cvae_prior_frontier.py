@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vae_lab.metrics.likelihood import importance_weighted_nll  # noqa: E402
 from vae_lab.metrics.tense import gaussian_score  # noqa: E402
 from vae_lab.priors.mixture import AggregatePosteriorPrior  # noqa: E402
-from vae_lab.train import restore  # noqa: E402
+from vae_lab.train import restore, with_checkpoint  # noqa: E402
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -52,9 +52,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name="train", overrides=["experiment=verb_tense", f"ckpt={args.checkpoint}", "logger=none",
+        cfg = compose(config_name="train", overrides=["mode=test", f"ckpt={args.checkpoint}", "logger=none",
                                                       f"paths.output_dir={tempfile.mkdtemp()}"])
-    _, module, datamodule, _ = restore(cfg)
+    cfg, restored = with_checkpoint(cfg)  # the checkpoint's own experiment
+    module, datamodule = restore(cfg, restored)
     model = module.model.eval()
     if not isinstance(model.prior, AggregatePosteriorPrior):
         sys.exit(f"{args.checkpoint}: trained with a prior other than prior=aggregate; nothing to trade off")
@@ -68,7 +69,7 @@ def main() -> None:
         else:
             model.prior.fitted.fill_(True)
             model.prior.normal_weight = weight
-        score = gaussian_score(model.decode_prior(args.draws, torch.Generator().manual_seed(7)), datamodule.lexicon)
+        score = gaussian_score(model.decode_prior(args.draws, torch.Generator().manual_seed(7)), model.lexicon)
         val = mean_nll(model, datamodule.val_dataloader(), args.samples)
         test = mean_nll(model, datamodule.test_dataloader(), args.samples)
         print(f"| {weight:g} | {score:.3f} | {val:.2f} | {test:.2f} |", flush=True)

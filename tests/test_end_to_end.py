@@ -120,7 +120,8 @@ def test_cli_bad_value_is_one_line_before_training(tmp_path):
     assert "error: model.rnn_type='rnn': allowed values are ['gru', 'lstm']" in result.stderr
     assert not list(tmp_path.glob("outputs/**/metrics.json"))
     result = cli("model=nosuch", cwd=tmp_path)
-    assert result.returncode != 0 and "Available options in 'model'" in result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: model=nosuch: no such option in conf/model/")
+    assert len(result.stderr.splitlines()) == 1 and not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 def test_cli_multirun_with_wandb_offline(tmp_path):

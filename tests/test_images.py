@@ -189,7 +189,7 @@ def test_amat_files(tmp_path):
     assert torch.allclose(module.model_kwargs()["pixel_mean"], torch.tensor(data["train"].mean(0)).float())
     batch = next(iter(module.test_dataloader()))
     assert torch.equal(batch["pixels"], torch.tensor(data["test"]).float())
-    limited = ImageDataModule(str(tmp_path / "cache"), path=str(tmp_path), limit=2)
+    limited = ImageDataModule(str(tmp_path / "cache"), path=str(tmp_path), limit=2, batch_size=2)
     limited.setup("fit")
     assert [len(limited.datasets[s]) for s in SPLITS] == [2, 2, 2]
     assert not (tmp_path / "cache").exists()  # the user's files are read, nothing is cached
@@ -221,7 +221,7 @@ def test_omniglot(tmp_path):
     train[0], train[1400 - 1345], test[2] = marked, marked, marked
     write_chardata(tmp_path, train, test)
     module = ImageDataModule(str(tmp_path / "cache"), reader=OmniglotReader(), binarization="dynamic",
-                             path=str(tmp_path), seed=0)
+                             path=str(tmp_path), seed=0, batch_size=5)
     module.prepare_data()
     module.setup("fit")
     assert [len(module.datasets[s]) for s in SPLITS] == [55, 1345, 7]
@@ -243,7 +243,7 @@ def test_omniglot(tmp_path):
     grey_mean = torch.from_numpy(train[:55].reshape(55, 784).mean(0)).float()
     assert torch.allclose(module.model_kwargs()["pixel_mean"], grey_mean)
     other = ImageDataModule(str(tmp_path / "cache"), reader=OmniglotReader(), path=str(tmp_path / "chardata.mat"),
-                            limit=10)
+                            limit=10, batch_size=5)
     other.setup("fit")
     assert [len(other.datasets[s]) for s in SPLITS] == [10, 10, 7]
     assert np.array_equal(other.datasets["valid"].images, data["valid"].images[:10])  # fixed draw

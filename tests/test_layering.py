@@ -17,9 +17,9 @@ LAYERS = [
     {"objectives", "regularisers", "penalties", "metrics"},
     {"data", "outputs"},
     {"models"},
-    {"module", "callbacks", "checkpoints", "validation", "threads", "resolvers"},
-    {"resume", "instantiators"},
-    {"modes", "report"},
+    {"module", "callbacks", "checkpoints", "validation", "threads", "resolvers", "run_folder"},
+    {"resume", "instantiators", "checkpoint_config"},
+    {"modes", "report", "cli_errors"},
     {"train"},
     {"__main__"},
 ]

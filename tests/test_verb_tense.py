@@ -87,7 +87,7 @@ def test_datamodule_batches_and_pairs():
 
 
 def test_conversion_training_pairs_and_limit():
-    datamodule = VerbTenseDataModule(batch_size=4096, train_pairs="all", limit=50)
+    datamodule = VerbTenseDataModule(batch_size=200, train_pairs="all", limit=50)
     datamodule.setup("fit")
     assert len(datamodule.train_verbs) == len(datamodule.test_verbs) == 50 and len(datamodule.lexicon) > 6000
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def test_tokenizer_round_trips(lexicon):
 
 
 def test_lab_files(lab_dir):
-    datamodule = VerbTenseDataModule(data_dir="unused", path=str(lab_dir))
+    datamodule = VerbTenseDataModule(data_dir="unused", path=str(lab_dir), batch_size=4)
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert datamodule.lexicon[2] == ("begin", "begins", "beginning", "began")

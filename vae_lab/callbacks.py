@@ -1,16 +1,102 @@
-"""Lightning callbacks that write a run's human-readable outputs and its metric history."""
+"""Lightning callbacks that write a run's human-readable outputs, its metric history and its checkpoints:
+checkpoints that refer to each other relative to their folder (``RunCheckpoint``), written whole or not at
+all (``AtomicCheckpointIO``), and one on Ctrl-C / SIGTERM (``InterruptCheckpoint``)."""
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from vae_lab.data.files import write_atomic
 from vae_lab.devices import generator_on
+from vae_lab.errors import WriteError
 from vae_lab.outputs import TextOutput, publish
+
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose saved state names its files relative to its folder, so a run folder that
+    is copied or moved resumes, and tests, its own ``best.ckpt``. A state written with absolute paths (by
+    ``ModelCheckpoint``, before) is moved the same way from the folder it names. Its ``state_key`` is
+    ModelCheckpoint's, so either reads the other's."""
+
+    @property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__):]
+
+    def _relative(self, path: str) -> str:
+        if not path or self.dirpath is None or not os.path.isabs(path):
+            return path
+        return os.path.relpath(path, self.dirpath)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update({key: self._relative(state[key]) for key in PATH_KEYS if state.get(key)})
+        state["best_k_models"] = {self._relative(path): score for path, score in state["best_k_models"].items()}
+        state["relative_paths"] = True
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        old = state.get("dirpath")
+        if self.dirpath is not None:
+            def here(path: str) -> str:
+                if not path:
+                    return path
+                if not os.path.isabs(path):
+                    return os.path.join(self.dirpath, path)
+                return os.path.join(self.dirpath, os.path.relpath(path, old)) if old else path
+
+            state.update({key: here(state[key]) for key in PATH_KEYS if state.get(key)})
+            state["best_k_models"] = {here(path): score for path, score in state.get("best_k_models", {}).items()}
+            state["dirpath"] = self.dirpath
+        state.pop("relative_paths", None)
+        super().load_state_dict(state)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written through a temporary sibling and a rename (vae_lab.data.files.write_atomic): a kill
+    or a full disk during the write leaves the previous file whole; a failed write ends in one line."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        try:
+            write_atomic(Path(path), buffer.getvalue())
+        except OSError as error:
+            raise WriteError(f"{path}: the checkpoint could not be written ({error.strerror or error}); the "
+                             "previous one is intact: free space (or fix the folder) and resume with mode=train "
+                             f"run_dir={Path(path).parent.parent} ckpt=last") from None
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Ctrl-C or SIGTERM while training: ``last.ckpt`` of the step reached (atomically, through the trainer's
+    checkpoint IO), then ``interrupted`` holds (exit code, step, path): 130 for Ctrl-C, 143 for SIGTERM, as
+    a shell reports them; the mode turns it into one line with the resume command."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath, self.interrupted = Path(dirpath), None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.trainer.states import TrainerFn
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        code = 130 if isinstance(exception, KeyboardInterrupt) else 143 if isinstance(exception, SIGTERMException) else 0
+        if not code or trainer.state.fn != TrainerFn.FITTING:
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path, weights_only=False)
+        self.interrupted = (code, trainer.global_step, path)
 
 
 class TestOutputsWriter(pl.Callback):

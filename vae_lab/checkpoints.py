@@ -55,18 +55,29 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
-    """Take the model, posterior, prior and dataset settings the checkpoint was trained with, so the
-    architecture and vocabulary match; a ``dataset.path`` given now still wins (the data may have moved).
-    A checkpoint from before ``posterior=`` was a group had a Gaussian posterior, or (image models) its
-    ``model.kl_term`` and ``model.relaxation``: they become the posterior they meant."""
+def stored_config(checkpoint: dict) -> DictConfig | None:
+    """The config a checkpoint was trained with (``vae_lab_config``), brought up to date: moved targets under
+    their new names, the posterior of a checkpoint from before ``posterior=`` was a group (a Gaussian, or an
+    image model's ``model.kl_term`` / ``model.relaxation``), the reader of an image dataset from before
+    readers (``dataset.source``); every ``_target_`` must be the project's (``TRUSTED_TARGETS``). None for a
+    checkpoint without one."""
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
-        return cfg
+        return None
     saved = _with_reader(_with_posterior(_renamed(OmegaConf.create(saved))))
-    for key in ("model", "dataset", "prior", "posterior"):
+    for key in ("model", "dataset", "prior", "posterior", "penalties", "sampler"):
         if key in saved:
             _check_targets(saved[key], key)
+    return saved
+
+
+def config_from_checkpoint(cfg: DictConfig, checkpoint: dict) -> DictConfig:
+    """``cfg`` with the model, posterior, prior and dataset settings the checkpoint was trained with (its
+    stored config, ``stored_config``); a ``dataset.path`` given now still wins (the data may have moved).
+    The modes use the whole experiment (vae_lab/checkpoint_config.py); this is the parts alone."""
+    saved = stored_config(checkpoint)
+    if saved is None:
+        return cfg
     with open_dict(cfg):
         path_now = cfg.dataset.get("path")
         cfg.model = saved.model

@@ -2,6 +2,7 @@
 datamodule, the model family and its LightningModule, the loggers, the callbacks and the trainer."""
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     datamodule = built(cfg.dataset, data_dir=cfg.paths.data_dir)  # its parts (an image reader) built too
     try:
         datamodule.prepare_data()
-    except PermissionError as error:  # the data cache cannot be written
+    except OSError as error:  # the data cache cannot be written (no permission, a read-only file system)
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         raise ConfigError(f"paths.data_dir={cfg.paths.data_dir}: cannot write {error.filename or 'there'} "
                           f"({error.strerror}); set paths.data_dir=<a writable folder> or VAE_LAB_DATA_DIR") from None
     datamodule.setup("fit")
@@ -116,10 +119,15 @@ def build_loggers(cfg: DictConfig) -> list:
             summaries = logger_cfg.get("summaries") or {}
             logger_cfg = {key: value for key, value in logger_cfg.items() if key != "summaries"}
         logger = instantiate(logger_cfg)
+        if name == "wandb" and getattr(logger, "_wandb_init", {}).get("anonymous", "") is None:
+            del logger._wandb_init["anonymous"]  # Lightning passes anonymous=None, which wandb 0.2x warns about
         for summary, keys in summaries.items():  # the run summary keeps the best value, not the last
             for key in keys:
                 logger.experiment.define_metric(key, summary=summary, step_metric="trainer/global_step",
                                                 step_sync=True)
+        if name == "wandb":  # wandb itself is silent (vae_lab.__main__.quiet_libraries): say where the run is
+            log.info("wandb run %s in %s%s", logger.experiment.id, Path(logger.experiment.dir).parent,
+                     " (offline: wandb sync <that folder> uploads it)" if logger_cfg.get("offline") else "")
         loggers.append(logger)
     return loggers
 
@@ -131,6 +139,22 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
         logger.log_hyperparams(hyperparameters)
 
 
-def build_trainer(cfg: DictConfig, loggers: list) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, loggers: list | None = None) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``, with ``loggers``; a setting Lightning refuses
+    (``trainer.precision=17``) is one line that names it. The trainer is built before the loggers are
+    attached (``attach_loggers``), so that a refused setting leaves no logger's folder behind."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise ConfigError(f"trainer: Lightning refuses these settings: {' '.join(str(cause).split())}") from None
+    trainer.loggers = loggers or []
+    return trainer
+
+
+def attach_loggers(trainer: pl.Trainer, cfg: DictConfig) -> list:
+    """The run's loggers (``build_loggers``), attached to ``trainer``."""
+    loggers = build_loggers(cfg)
+    trainer.loggers = loggers
+    return loggers

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import CatMetric, SumMetric
 
 from vae_lab.devices import generator_on
+from vae_lab.errors import UserError
 from vae_lab.metrics.likelihood import active_units, importance_weighted_nll, perplexity
 from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import training_objective
@@ -20,7 +21,7 @@ EVAL_SUMS = (*EVAL_MEANS, "units", "count")
 TRAIN_SUMS = ("elbo", "rec", "kl", "bound", "units", "count")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 

@@ -6,27 +6,26 @@ the checkpoint; the loggers append to the run's own files (csv / tensorboard ver
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.loggers import CSVLogger
 
-from vae_lab.checkpoints import config_from_checkpoint, load_checkpoint, resolve_checkpoint
+from vae_lab.data.files import write_atomic
 from vae_lab.errors import ConfigError
 
 
-def prepare_training(cfg: DictConfig) -> tuple[DictConfig, Path | None]:
-    """``(cfg, checkpoint to resume or None)``. With ``run_dir`` the run's own model, prior and dataset
-    settings are taken and its folder becomes the output folder; without it the run is new, and a
-    folder that already holds another run's checkpoints is refused rather than overwritten."""
+def prepare_training(cfg: DictConfig, path: Path | None) -> tuple[DictConfig, Path | None]:
+    """``(cfg, checkpoint to resume or None)``. With ``run_dir`` (``cfg`` already the run's experiment, from
+    ``path``: vae_lab/checkpoint_config.py) the run's folder becomes the output folder; without it the run
+    is new, and a folder that already holds another run's checkpoints is refused rather than overwritten."""
     folder = Path(cfg.paths.output_dir)
     if cfg.run_dir is None:
         if any((folder / "checkpoints").glob("*.ckpt")):
             raise ConfigError(f"{folder} holds another run's checkpoints: resume it with mode=train "
                               f"run_dir={folder} ckpt=last, or give a new hydra.run.dir")
         return cfg, None
-    path = resolve_checkpoint(str(cfg.ckpt), cfg.run_dir)
-    cfg = config_from_checkpoint(cfg, load_checkpoint(path))
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(cfg.run_dir))
         cfg.trainer.num_sanity_val_steps = 0  # the run checked itself when it started
@@ -50,16 +49,27 @@ def _continue_logger(name: str, logger_cfg: DictConfig, run_dir: Path) -> None:
             logger_cfg.resume = "allow"
 
 
-def keep_csv_history(loggers: list) -> None:
+def keep_csv_history(loggers: list, resume_step: int) -> None:
     """Lightning's CSV writer deletes an existing metrics.csv when it opens a version folder; move it
-    aside while the writer opens, and back, so the resumed run appends to it (the header is merged)."""
+    aside while the writer opens, and back, so the resumed run appends to it (the header is merged).
+    Rows the killed run logged after its checkpoint (``step`` >= ``resume_step``) are dropped: the resumed
+    run logs those steps again, so each step is there once."""
     for logger in loggers:
         metrics = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
         if metrics is None or not metrics.is_file():
             continue
+        with open(metrics, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns, rows = list(reader.fieldnames or []), list(reader)
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < resume_step]
+        if len(kept) != len(rows):
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(kept)
+            write_atomic(metrics, text.getvalue())
         aside = metrics.with_suffix(".csv.resume")
         metrics.rename(aside)
         writer = logger.experiment  # opens the writer now, on a folder without metrics.csv
         aside.rename(metrics)
-        with open(metrics, newline="") as handle:
-            writer.metrics_keys = sorted(next(csv.reader(handle), []))  # the columns it already has
+        writer.metrics_keys = sorted(columns)  # the columns it already has

@@ -8,18 +8,23 @@ file read the Hydra config. No family is imported here."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import vae_lab.resolvers  # noqa: F401  (registers the config resolvers)
-from vae_lab.data.files import default_data_dir
+from vae_lab.checkpoint_config import experiment_from_checkpoint
+from vae_lab.checkpoints import load_checkpoint, resolve_checkpoint, stored_config
+from vae_lab.data.files import default_data_dir, write_atomic
 from vae_lab.errors import ConfigError
 from vae_lab.instantiators import build_datamodule, build_loggers, build_module, build_trainer, output_dir
-from vae_lab.modes import COMMON_MODES, restore, run_mode, write_metrics
+from vae_lab.modes import COMMON_MODES, Restored, restore, run_mode, write_metrics
 from vae_lab.objectives import BOUNDS
+from vae_lab.run_folder import claim, release
 from vae_lab.threads import torch_threads
 from vae_lab.validation import check_data, check_parts, check_values
 
@@ -50,18 +55,62 @@ def validate(cfg: DictConfig) -> None:
     check_values(cfg)
     check_data(cfg)
     check_parts(cfg)
+    check_accelerator(cfg)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """``trainer=gpu`` (``trainer.accelerator`` gpu or cuda) where torch sees no CUDA device: one line."""
+    accelerator = str(cfg.get("trainer", {}).get("accelerator", "")).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        choice = HydraConfig.get().runtime.choices.get("trainer") if HydraConfig.initialized() else None
+        name = f"trainer={choice}" if choice and choice != "cpu" else f"trainer.accelerator={accelerator}"
+        raise ConfigError(f"{name}: no CUDA device here; use trainer=cpu")
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides this run was composed with (Hydra's ``overrides.task``); none outside a Hydra run."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def with_checkpoint(cfg: DictConfig) -> tuple[DictConfig, Restored | None]:
+    """A mode that reads a checkpoint (``test``, ``sample``, the family's, a resume: ``mode=train run_dir=…``)
+    runs the checkpoint's experiment, changed by the command line only where that is safe
+    (vae_lab/checkpoint_config.py); the run folder's ``.hydra/config.yaml`` then says what ran."""
+    if cfg.mode == "train" and not cfg.get("run_dir"):
+        return cfg, None
+    if cfg.mode == "train":  # a resume writes the run's own folder
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(Path(cfg.run_dir))
+    path = resolve_checkpoint(str(cfg.ckpt), cfg.run_dir)
+    checkpoint = load_checkpoint(path)
+    saved = stored_config(checkpoint)
+    if saved is not None:
+        cfg = experiment_from_checkpoint(cfg, saved, command_line_overrides(), path)
+    return cfg, Restored(path, checkpoint)
+
+
+def record_config(cfg: DictConfig) -> None:
+    """The composed config that ran, in the run folder's ``.hydra/config.yaml`` (where Hydra saved one)."""
+    saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
+    if saved.parent.is_dir() and pl.utilities.rank_zero_only.rank == 0:
+        write_atomic(saved, OmegaConf.to_yaml(cfg))
 
 
 def run(cfg: DictConfig) -> float | None:
     """Run ``cfg.mode``; write metrics.json; return ``cfg.optimized_metric`` for a sweeper."""
+    cfg, restored = with_checkpoint(cfg)
     validate(cfg)
+    folder = Path(cfg.run_dir if cfg.mode == "train" and cfg.get("run_dir") else cfg.paths.output_dir)
+    claim(folder)  # one writer per run folder, for the run's whole life
+    if restored is not None and cfg.mode != "train":
+        record_config(cfg)
     threads = torch_threads(cfg.get("torch_threads"))
     if threads is not None:
         torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     metrics = {}
     try:
-        metrics = run_mode(cfg)
+        metrics = run_mode(cfg, restored)
         if metrics:
             path = write_metrics(cfg, metrics)
             log.info("metrics written to %s", path)
@@ -70,5 +119,6 @@ def run(cfg: DictConfig) -> float | None:
 
         if wandb.run is not None:
             wandb.finish()
+        release(folder)
     value = metrics.get(cfg.optimized_metric) if metrics else None
     return float(value) if value is not None else None

@@ -183,6 +183,7 @@ class ImageDataModule(SplitDataModule):
                 if grey:  # drawn once; the first N images draw what they draw in the whole split
                     array = bernoulli_draw(array, stream_key(self.binarize_seed, STREAMS[split]))
                 self.datasets[split] = BinaryImages(array)
+        self.check_batch(len(self.datasets["train"]), self.batch_size, "images")
         train = self.datasets["train"].images
         self.pixel_mean = torch.from_numpy(train.mean(axis=0, dtype=np.float64).astype(np.float32))
 

@@ -90,6 +90,19 @@ class SplitDataModule(pl.LightningDataModule):
         """What a family is built with from the data (a vocabulary, the image size); none by default."""
         return {}
 
+    def data_metrics(self) -> dict[str, float]:
+        """What the data did to the run, for metrics.json under ``data/`` (e.g. ``data/truncated_examples``)."""
+        return {}
+
+    def check_batch(self, train_items: int, batch_size: int, what: str) -> None:
+        """A training split with fewer items than one batch stops with one line (training would see a
+        fraction of a batch, or nothing)."""
+        if train_items < batch_size:
+            from vae_lab.errors import ConfigError
+
+            raise ConfigError(f"dataset: the train split has {train_items} {what}, fewer than one batch "
+                              f"(dataset.batch_size={batch_size}); give more data or a smaller dataset.batch_size")
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 

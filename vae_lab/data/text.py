@@ -73,10 +73,12 @@ def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
 
 
 class SentenceDataset(Dataset):
-    """Sentences as id tensors (no <sos>/<eos>: the model adds them), truncated to ``max_length``."""
+    """Sentences as id tensors (no <sos>/<eos>: the model adds them), truncated to ``max_length``
+    (``truncated``: how many were cut)."""
 
     def __init__(self, sentences: Sequence[Sequence[str]], vocab: Vocabulary, max_length: int):
         self.ids = [torch.tensor(vocab.encode(s[:max_length]), dtype=torch.long) for s in sentences]
+        self.truncated = sum(len(s) > max_length for s in sentences)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -208,6 +210,16 @@ class TextDataModule(SplitDataModule):
         self.vocab = Vocabulary.from_sentences(sentences["train"], self.max_vocab, self.min_freq)
         self.datasets = {split: SentenceDataset(s, self.vocab, self.max_length)
                          for split, s in sentences.items()}
+        for split, dataset in self.datasets.items():
+            if dataset.truncated:
+                log.warning("dataset.max_length=%d: %d of the %d %s sentences (%.1f%%) are longer and were cut to it",
+                            self.max_length, dataset.truncated, len(dataset), split,
+                            100.0 * dataset.truncated / len(dataset))
+        self.check_batch(len(self.datasets["train"]), self.batch_size, "sentences")
+
+    def data_metrics(self) -> dict[str, float]:
+        """``data/truncated_examples``: the sentences of every split cut to ``max_length``."""
+        return {"data/truncated_examples": float(sum(d.truncated for d in self.datasets.values()))}
 
     def model_kwargs(self) -> dict:
         """What a text model needs from the data: the vocabulary."""

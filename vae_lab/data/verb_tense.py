@@ -361,6 +361,7 @@ class VerbTenseDataModule(SplitDataModule):
                     verbs[: self.limit] for verbs in (self.train_verbs, self.val_verbs, self.test_verbs))
             self.val_pairs = conversion_pairs(self.val_verbs, self.tense_pairs)
             self.test_pairs = conversion_pairs(self.test_verbs, self.tense_pairs)
+        self.check_batch(self.num_training_items(), self.batch_size, "verb forms")
 
     def model_kwargs(self) -> dict:
         """What the model needs to know of the data: the tokenizer, the tense names, and every verb of the

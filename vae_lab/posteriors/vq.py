@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vae_lab.devices import generator_on
 from vae_lab.errors import ConfigError
 
 
@@ -73,7 +74,7 @@ class VectorQuantizedPosterior(nn.Module):
             raise ConfigError(f"posterior.codebook_size={codebook_size}: give at least 2 codes")
         self.latent_dim, self.code_dim, self.codebook_size = latent_dim, code_dim, codebook_size
         self.positions = latent_dim // code_dim
-        generator = torch.Generator().manual_seed(seed)
+        generator = generator_on("cpu", seed)  # the codes start on the host and move with the model
         start = (torch.rand(codebook_size, code_dim, generator=generator) * 2.0 - 1.0) / codebook_size
         self.codebook = nn.Parameter(start)
         if in_features is not None:
