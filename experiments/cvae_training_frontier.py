@@ -1,0 +1,109 @@
+"""The verb-tense CVAE's training frontier: held-out BLEU-4 against the Gaussian score from N(0, I), one
+point per training run (what the objective, the latent size or free bits trade), beside the lab's target
+(BLEU-4 >= 0.83 and Gaussian score >= 0.36 with z ~ N(0, I)).
+
+    python experiments/cvae_training_frontier.py <run folders…> --out experiments/results/cvae_frontier
+
+Each run folder holds a finished ``metrics.json`` and Hydra's ``.hydra/overrides.yaml``; the run's label is its
+overrides without ``experiment=verb_tense`` and the run keys. Writes ``frontier.md`` (the table),
+``frontier.json`` and ``frontier.png``, and copies each run's record (``metrics.json``, ``history.jsonl``,
+``.hydra/``, ``samples.txt``; never checkpoints) to ``<out>/<run name>/``."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+TARGET = {"test/bleu": 0.83, "test/gaussian_score_normal": 0.36}
+COLUMNS = ("test/bleu", "test/exact_match", "test/gaussian_score_normal", "test/gaussian_score", "test/kl",
+           "test/nll", "test/active_units")
+RUN_KEYS = ("experiment=verb_tense", "logger=", "torch_threads=", "hydra.")
+RECORD = ("metrics.json", "history.jsonl", "samples.txt", "reconstructions.txt", ".hydra")
+
+
+def label(folder: Path) -> str:
+    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    kept = [o for o in overrides if not o.startswith(RUN_KEYS)]
+    return " ".join(kept) or "experiment=verb_tense"
+
+
+def load(folder: Path) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    missing = [key for key in COLUMNS if key not in metrics]
+    if missing:
+        raise SystemExit(f"{folder}: metrics.json lacks {missing}; is it a finished CVAE run?")
+    return {"run": folder.name, "overrides": label(folder), **{key: metrics[key] for key in COLUMNS}}
+
+
+def meets(point: dict) -> bool:
+    return all(point[key] >= value for key, value in TARGET.items())
+
+
+def table(points: list[dict]) -> str:
+    head = "| run | overrides | " + " | ".join(key.split("/")[1] for key in COLUMNS) + " | lab's target |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for p in sorted(points, key=lambda p: -p["test/gaussian_score_normal"]):
+        values = " | ".join(f"{p[key]:.3f}" if key != "test/active_units" else f"{p[key]:.0f}" for key in COLUMNS)
+        lines.append(f"| {p['run']} | `{p['overrides']}` | {values} | {'met' if meets(p) else 'missed'} |")
+    return "\n".join(lines)
+
+
+def plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    ax.axvspan(TARGET["test/gaussian_score_normal"], 1, ymin=0, ymax=1, color="0.92")
+    ax.axhline(TARGET["test/bleu"], color="0.5", lw=0.8, ls="--")
+    ax.axvline(TARGET["test/gaussian_score_normal"], color="0.5", lw=0.8, ls="--")
+    for p in points:
+        ax.scatter(p["test/gaussian_score_normal"], p["test/bleu"], s=28)
+        ax.annotate(p["run"], (p["test/gaussian_score_normal"], p["test/bleu"]), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("Gaussian score, z ~ N(0, I) (100 draws x 4 tenses)")
+    ax.set_ylabel("held-out BLEU-4")
+    ax.set_xlim(0, max(0.5, max(p["test/gaussian_score_normal"] for p in points) + 0.05))
+    ax.set_ylim(0, 1)
+    ax.set_title("verb-tense CVAE: what training trades (the lab's target: the dashed corner)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/cvae_frontier"))
+    args = parser.parse_args(argv)
+    points = []
+    for folder in args.runs:
+        if not (folder / "metrics.json").is_file():
+            print(f"skipped {folder}: no metrics.json", file=sys.stderr)
+            continue
+        points.append(load(folder))
+        target = args.out / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD:
+            source = folder / name
+            if source.is_dir():
+                shutil.copytree(source, target / name, dirs_exist_ok=True)
+            elif source.is_file():
+                shutil.copy2(source, target / name)
+    if not points:
+        raise SystemExit("no finished run among the folders given")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "frontier.md").write_text(table(points) + "\n")
+    (args.out / "frontier.json").write_text(json.dumps(points, indent=1) + "\n")
+    plot(points, args.out / "frontier.png")
+    print(table(points))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
