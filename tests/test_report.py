@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fcntl
+
 import pytest
+import yaml
 from PIL import Image
 
-from vae_lab.report import format_value, write_report
+from vae_lab.report import format_value, main, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,11 +95,19 @@ def test_the_learning_curves_come_from_each_runs_history(sweep):
         assert len([row for row in history if "train/loss" in row]) == 10  # 5 steps an epoch, each logged
 
 
-def fake_run(folder: Path, overrides: list[str], metrics: dict, target: str, history: list[dict] = ()) -> None:
+def fake_run(folder: Path, overrides: list[str], metrics: dict | None, target: str, history: list[dict] = (),
+             choices: dict | None = None) -> None:
+    """A run folder as a run leaves it: ``.hydra/`` (``hydra.yaml`` only with ``choices``), ``metrics.json``
+    (none for None) and ``history.jsonl``."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {line}\n" for line in overrides))
     (folder / ".hydra" / "config.yaml").write_text(f"model:\n  _target_: {target}\n  latent_dim: 8\n")
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    if choices is not None:
+        hydra = {"hydra": {"overrides": {"hydra": ["hydra.mode=RUN"], "task": overrides},
+                           "runtime": {"choices": choices}}}
+        (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra, sort_keys=False))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
     if history:
         (folder / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
 
@@ -166,3 +177,95 @@ def test_a_missing_or_empty_folder_is_one_line(tmp_path):
         result = python("-m", "vae_lab.report", str(folder), cwd=tmp_path)
         assert result.returncode == 1 and result.stderr.strip().startswith(message), result.stderr
         assert "Traceback" not in result.stderr
+
+
+IMAGE_VAE = "vae_lab.models.image_vae.ImageVAE"
+
+
+def test_each_run_folder_it_skips_is_one_stderr_line_with_why(tmp_path, capsys):
+    """A run without metrics.json (stopped after a checkpoint, before one, still going, an evaluation mode
+    that writes none) or with a broken one is one line each; the report goes on with the others."""
+    fake_run(tmp_path / "done", ["k=1"], {"test/nll": 90.0}, IMAGE_VAE)
+    fake_run(tmp_path / "stopped", ["k=5"], None, IMAGE_VAE, history=[{"step": 5, "train/loss": 1.0}])
+    (tmp_path / "stopped" / "checkpoints").mkdir()
+    (tmp_path / "stopped" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    fake_run(tmp_path / "early", ["k=2"], None, IMAGE_VAE, choices={"model": "dvaes_exp"})
+    fake_run(tmp_path / "corrupt", ["k=3"], None, IMAGE_VAE)
+    (tmp_path / "corrupt" / "metrics.json").write_text('{"test/nll": 9')
+    fake_run(tmp_path / "listed", ["k=4"], None, IMAGE_VAE)
+    (tmp_path / "listed" / "metrics.json").write_text("[1, 2]")
+    fake_run(tmp_path / "sampled", ["mode=sample", "ckpt=x.ckpt"], None, IMAGE_VAE)
+    fake_run(tmp_path / "live", ["k=6"], None, IMAGE_VAE)
+    (tmp_path / "history_only").mkdir()
+    (tmp_path / "history_only" / "history.jsonl").write_text('{"step": 1, "train/loss": 2.0}\n')
+    (tmp_path / "notes").mkdir()  # no run: no line
+    (tmp_path / "notes" / "todo.txt").write_text("nothing")
+    lock = os.open(tmp_path / "live" / ".vae_lab.lock", os.O_RDWR | os.O_CREAT)
+    os.write(lock, b"pid 123, since 2026-01-01 10:00:00")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: busy() sees a live holder
+    try:
+        main([str(tmp_path), "--out", str(tmp_path / "out" / "report.md")])
+    finally:
+        os.close(lock)
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"report: skipped {tmp_path / 'corrupt'}: metrics.json is not valid JSON (Expecting ',' delimiter: line 1 "
+        "column 15 (char 14))",
+        f"report: skipped {tmp_path / 'early'}: no metrics.json (the run stopped before its first checkpoint; run it "
+        "again with python -m vae_lab hydra.mode=RUN k=2)",
+        f"report: skipped {tmp_path / 'history_only'}: no metrics.json (the run stopped before its first checkpoint)",
+        f"report: skipped {tmp_path / 'listed'}: metrics.json holds a JSON list, not an object of metrics",
+        f"report: skipped {tmp_path / 'live'}: no metrics.json yet (the run is still going: pid 123, since "
+        "2026-01-01 10:00:00)",
+        f"report: skipped {tmp_path / 'sampled'}: no metrics.json (a mode=sample run writes its outputs, not metrics)",
+        f"report: skipped {tmp_path / 'stopped'}: no metrics.json (the run did not finish; resume it with python -m "
+        f"vae_lab mode=train run_dir={tmp_path / 'stopped'} ckpt=last)"]
+    assert captured.out == f"wrote {tmp_path / 'out' / 'report.md'}\n"
+    (rows,) = tables((tmp_path / "out" / "report.md").read_text()).values()
+    assert rows == [{"test/nll": "90"}]
+
+
+def test_an_unknown_key_stops_the_report_in_one_line_with_the_nearest_keys(tmp_path):
+    fake_run(tmp_path / "a", ["k=1"], {"test/nll": 90.0, "test/elbo": -95.0}, IMAGE_VAE)
+    fake_run(tmp_path / "b", ["k=5"], {"test/nll": 89.0, "val/nll": 91.0}, IMAGE_VAE)
+    result = python("-m", "vae_lab.report", str(tmp_path), "--keys", "test/nll", "test/nonexistent", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == ["error: --keys test/nonexistent: no run has it; did you mean test/nll? "
+                                          "(keys: test/elbo, test/nll, val/nll)"]
+    assert not (tmp_path / "report.md").exists()
+    out = write_report([tmp_path], tmp_path / "report.md", ["val/nll"])  # a key one run has is a column
+    (rows,) = tables(out.read_text()).values()
+    assert rows == [{"k": "1", "val/nll": "–"}, {"k": "5", "val/nll": "91"}]
+
+
+def test_an_unknown_key_names_them_all_in_one_line(tmp_path, capsys):
+    fake_run(tmp_path / "a", ["k=1"], {"test/nll": 90.0, "val/nll": 91.0}, IMAGE_VAE)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path), "--keys", "test/nl", "zzz"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ("error: --keys test/nl zzz: no run has them; did you mean test/nll? "
+                                       "(keys: test/nll, val/nll)\n")
+
+
+def test_the_columns_are_the_group_choices_of_hydra_yaml_and_the_plain_key_overrides(tmp_path):
+    """dataset=binarized_mnist comes from model=dvaes_exp's defaults (hydra.yaml), not the command line;
+    Hydra's own groups (chosen or overridden) and the derived debug_model are no columns; a run without
+    hydra.yaml falls back to its overrides."""
+    def choices(model: str, launcher: str, **groups) -> dict:
+        return {"debug": None, "experiment": None, "model": model, "recipe@_global_": "dvae_training",
+                "dataset": "binarized_mnist", "prior": "rbm", "paths": "default", "hydra": "default",
+                "debug_model": f"None_{model}", "hydra/launcher": launcher, "hydra/sweeper": "basic", **groups}
+
+    fake_run(tmp_path / "0", ["model=dvaes_exp", "k=5", "paths.output_dir=/x"], {"test/nll": 91.6}, IMAGE_VAE,
+             choices=choices("dvaes_exp", "basic"))
+    fake_run(tmp_path / "1", ["model=dvaes_exp", "k=1", "dataset=omniglot", "hydra/launcher=joblib"],
+             {"test/nll": 99.2}, IMAGE_VAE, choices=choices("dvaes_exp", "joblib", dataset="omniglot"))
+    fake_run(tmp_path / "2", ["model=dvaepp_power", "k=1", "model.latent_dim=4"], {"test/nll": 93.1}, IMAGE_VAE,
+             choices=choices("dvaepp_power", "basic", prior="normal"))
+    fake_run(tmp_path / "3", ["model=dvaes_power", "k=1"], {"test/nll": 93.3}, IMAGE_VAE)  # no hydra.yaml
+    out = write_report([tmp_path], tmp_path / "report.md")
+    (rows,) = tables(out.read_text()).values()
+    assert list(rows[0]) == ["model", "k", "dataset", "prior", "model.latent_dim", "test/nll"]
+    assert [(row["model"], row["k"], row["dataset"], row["prior"], row["model.latent_dim"]) for row in rows] == [
+        ("dvaepp_power", "1", "binarized_mnist", "normal", "4"), ("dvaes_exp", "1", "omniglot", "rbm", "–"),
+        ("dvaes_exp", "5", "binarized_mnist", "rbm", "–"), ("dvaes_power", "1", "–", "–", "–")]
