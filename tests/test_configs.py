@@ -49,9 +49,12 @@ def test_image_models_take_the_published_settings(make_config):
     assert cfg.dataset.reader.name == "mnist" and cfg.prior._target_.endswith("RBMPrior")
     assert cfg.sampler._target_.endswith("PopulationAnnealing") and cfg.sampler.num_chains == 1000
     assert (cfg.optimizer.lr, cfg.optimizer.eps, cfg.dataset.batch_size, cfg.objective.bound) == (3e-3, 1e-3, 100, "iw")
-    assert cfg.model.beta == 40.0 and cfg.posterior.relaxation.smoothing.beta == 40.0  # run.py: 1-layer-nonlin, MNIST
-    assert make_config(["model=dvaepp_exp", "struct=2-layer-nonlin"]).model.beta == 10.0
+    assert cfg.posterior.relaxation.smoothing.beta == 40.0 and "beta" not in cfg.model  # run.py: 1-layer-nonlin, MNIST
+    assert make_config(["model=dvaepp_exp", "struct=2-layer-nonlin"]).posterior.relaxation.smoothing.beta == 10.0
     assert make_config(["model=dvaepp_exp", "beta=7"]).posterior.relaxation.smoothing.beta == 7.0
+    assert make_config(["model=dvae_spike_exp", "struct=2-layer-nonlin", "dataset=omniglot"]).posterior.relaxation.beta == 4.0
+    assert make_config(["model=dvaes_gi", "struct=1-layer-lin"]).posterior.relaxation.minimum_lambda == 40.0
+    assert make_config(["model=vae_mlp", "posterior=bernoulli", "prior=rbm"]).posterior.relaxation.smoothing.beta == 8.0
     warmup = instantiate(cfg.annealing)
     assert warmup(0) == 0.0 and warmup(15000) == 0.5 and warmup(30000) == 1.0  # 30% of 100,000 steps
     lr = instantiate(cfg.lr_scheduler.lr_lambda)

@@ -59,12 +59,13 @@ def stored_config(checkpoint: dict) -> DictConfig | None:
     """The config a checkpoint was trained with (``vae_lab_config``), brought up to date: moved targets under
     their new names, the posterior of a checkpoint from before ``posterior=`` was a group (a Gaussian, or an
     image model's ``model.kl_term`` / ``model.relaxation``), the reader of an image dataset from before
-    readers (``dataset.source``); every ``_target_`` must be the project's (``TRUSTED_TARGETS``). None for a
+    readers (``dataset.source``), without the ``model.beta`` record of the sharpness an image model kept before
+    the relaxation alone held it; every ``_target_`` must be the project's (``TRUSTED_TARGETS``). None for a
     checkpoint without one."""
     saved = checkpoint.get("vae_lab_config")
     if saved is None:
         return None
-    saved = _with_reader(_with_posterior(_renamed(OmegaConf.create(saved))))
+    saved = _without_model_beta(_with_reader(_with_posterior(_renamed(OmegaConf.create(saved)))))
     for key in ("model", "dataset", "prior", "posterior", "penalties", "sampler"):
         if key in saved:
             _check_targets(saved[key], key)
@@ -152,4 +153,14 @@ def _with_posterior(saved: DictConfig) -> DictConfig:
                                    "relaxation": relaxation}
                 if kl_term == "gaussian_integral":
                     saved.posterior.relaxation.minimum_lambda = saved.model.get("beta")
+    return saved
+
+
+def _without_model_beta(saved: DictConfig) -> DictConfig:
+    """An image model's config from before the relaxation alone held the sharpness kept it as ``model.beta``
+    too (the relaxation has its value): the model no longer takes it."""
+    model = saved.get("model")
+    if model is not None and "beta" in model and str(model.get("_target_", "")).endswith("ImageVAE"):
+        with open_dict(saved):
+            model.pop("beta")
     return saved

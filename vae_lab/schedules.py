@@ -1,4 +1,4 @@
-"""Schedules: training step -> value. Used for the KL weight beta and for other annealed ratios
+"""Schedules: training step -> value. Used for the KL weight (kl_weight) and for other annealed ratios
 (e.g. the CVAE's teacher-forcing ratio, linear from 1 to 0).
 
 Every schedule goes from ``start`` to ``end`` (the KL weight: 0 -> ``max_value``); they are
@@ -17,7 +17,7 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """beta(t) = value."""
+    """w(t) = value."""
 
     def __init__(self, value: float = 1.0):
         self.value = float(value)
@@ -40,7 +40,7 @@ class Linear(Schedule):
 
 
 class Sigmoid(Schedule):
-    """Logistic: beta(t) = start + (end - start) / (1 + exp(-slope (t - midpoint))).
+    """Logistic: w(t) = start + (end - start) / (1 + exp(-slope (t - midpoint))).
 
     Bowman et al.'s vaelm code: midpoint 60,000 steps; slope 0.0025 ~ a 4,000-step rise.
     """
@@ -57,7 +57,7 @@ class Sigmoid(Schedule):
 class Cyclical(Schedule):
     """Cyclical annealing (Fu et al. 2019): ``cycles`` cycles over ``total_steps`` steps.
 
-    Within each cycle of length T/M, beta rises over the first fraction ``ratio`` of the cycle
+    Within each cycle of length T/M, w rises over the first fraction ``ratio`` of the cycle
     (linearly, or along a logistic curve with ``shape=sigmoid``) from ``start`` to ``end``, then
     stays at ``end`` for the rest of the cycle. After the last cycle it stays at ``end``.
     """

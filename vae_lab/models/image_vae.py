@@ -35,17 +35,16 @@ from vae_lab.regularisers import Encoding
 
 
 class ImageVAE(LatentVariableModel):
-    """Hierarchical-posterior VAE of binary images (see the module docstring for the parts). ``beta`` is the
-    smoothing sharpness the posterior's relaxation was configured with (``model.beta``), kept for the record."""
+    """Hierarchical-posterior VAE of binary images (see the module docstring for the parts)."""
 
     reads = "images"
     offers = frozenset({"encode_inputs", "input_shape"})
 
     def __init__(self, num_pixels: int, image_shape: tuple[int, int], pixel_mean: Tensor,
                  prior: Callable[..., nn.Module], posterior: Callable[..., nn.Module], struct: dict,
-                 bound: str = "elbo", weight_decay: float = 1e-4, name: str = "", beta: float | None = None):
+                 bound: str = "elbo", weight_decay: float = 1e-4, name: str = ""):
         super().__init__()
-        self.name, self.weight_decay, self.beta = name, weight_decay, beta
+        self.name, self.weight_decay = name, weight_decay
         self.image_shape = tuple(image_shape)
         self.num_groups, self.group_size = int(struct["num_groups"]), int(struct["group_size"])
         self.num_latents = self.num_groups * self.group_size

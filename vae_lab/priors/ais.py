@@ -5,7 +5,7 @@ so the importance weights use the marginal
     log p*_s(z_left) = a(s)^T z_left + sum_j softplus(b(s) + z_left W(s))_j,
 on the linear path of parameters theta(s) = (1 - s) theta_start + s theta_end, s: 0 -> 1 over a ladder.
 With theta_start = (a_base, b_base, W = 0) a factorial base this is the usual inverse-temperature path
-p_beta ∝ exp(-(1 - beta) E_base - beta E); with theta_start a previous RBM it tracks a parameter update.
+p_s ∝ exp(-(1 - s) E_base - s E), s the inverse temperature; with theta_start a previous RBM it tracks a parameter update.
 
 Each step t: log w_i += log p*_{s_t}(z_i) - log p*_{s_{t-1}}(z_i); log Z_t - log Z_{t-1} =
 log sum_i W_i exp(Δ_i) with W the normalized weights carried over (uniform after a resampling); then

@@ -99,14 +99,15 @@ class RBM(nn.Module):
 
     @torch.no_grad()
     def gibbs(self, z_left: Tensor, num_sweeps: int, generator: torch.Generator | None = None,
-              beta: float = 1.0) -> tuple[Tensor, Tensor]:
+              inverse_temperature: float = 1.0) -> tuple[Tensor, Tensor]:
         """Block-Gibbs sweeps z_right | z_left then z_left | z_right, in parallel over chains.
 
         z_left [chains, n_left] is the start; returns the final (z_left, z_right), a joint sample when
-        z_left was a sample of the left marginal. `beta` scales the whole energy (tempered chains).
+        z_left was a sample of the left marginal. `inverse_temperature` scales the whole energy (tempered chains).
         """
         sweeper = GibbsSweeper(z_left.shape[0], self.n_left, self.n_right, device=z_left.device, dtype=z_left.dtype)
-        sweeper.set_params(self.bias_left.detach() * beta, self.bias_right.detach() * beta, self.weight.detach(), beta)
+        s = inverse_temperature
+        sweeper.set_params(self.bias_left.detach() * s, self.bias_right.detach() * s, self.weight.detach(), s)
         return sweeper.run(z_left, num_sweeps, generator)
 
     def mean_field(self, q_left: Tensor | None = None, num_iterations: int = 50, damping: float = 0.0,

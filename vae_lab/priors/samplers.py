@@ -149,11 +149,11 @@ class PCD(RBMSampler):
 
 
 class PopulationAnnealing(RBMSampler):
-    """Population annealing from a factorial base (beta = 0) to the RBM (beta = 1); samples and log Z.
+    """Population annealing from a factorial base (inverse temperature s = 0) to the RBM (s = 1); samples and log Z.
 
-    num_temperatures evenly spaced betas including 0 and 1; num_sweeps block-Gibbs sweeps at each; the
+    num_temperatures evenly spaced inverse temperatures including 0 and 1; num_sweeps block-Gibbs sweeps at each; the
     population is resampled (systematic or multinomial) when ESS / N < resample_threshold and always at
-    beta = 1, so samples come back unweighted. log Z = log Z_base + sum_t log sum_i W_i exp(Δ_i).
+    s = 1, so samples come back unweighted. log Z = log Z_base + sum_t log sum_i W_i exp(Δ_i).
     With persistent=True the next call warm-starts from the last population and anneals along the
     parameter path from the previous RBM to the current one over num_persistent_temperatures steps, adding
     that log-ratio to the previous log Z (errors then accumulate until reset()).
@@ -215,7 +215,7 @@ class AIS(RBMSampler):
     """Annealed importance sampling of log Z for evaluation: independent chains, no resampling.
 
     num_chains chains start from the factorial base ('uniform' or the RBM's 'biases'), anneal over
-    num_temperatures evenly spaced betas from 0 to 1 with num_sweeps Gibbs sweeps at each, and carry
+    num_temperatures evenly spaced inverse temperatures from 0 to 1 with num_sweeps Gibbs sweeps at each, and carry
     log w = log Z_base + sum_t [log p*_t(z_left) - log p*_{t-1}(z_left)] with z_right summed out.
     log Z ≈ log mean_i w_i, with the delta-method standard error std(w) / (mean(w) sqrt(N)).
     """
