@@ -69,7 +69,14 @@ def test_sample_and_interpolate(trained, make_config, capsys):
     run_dir, _, _ = trained
     cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "num_samples=4"], "sample")
     run(cfg)
-    assert len((Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()) == 4
+    greedy = (Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()
+    assert len(greedy) == 4
+    cfg = make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "num_samples=4", "greedy=false"], "sampled")
+    run(cfg)
+    sampled = (Path(cfg.paths.output_dir) / "samples.txt").read_text().splitlines()
+    assert len(sampled) == 4 and sampled != greedy  # the same z (seed), words drawn from the softmax
+    with pytest.raises(ConfigError, match="greedy=3: must be true"):
+        run(make_config(["debug=fast", "mode=sample", f"run_dir={run_dir}", "greedy=3"], "bad_greedy"))
     cfg = make_config(["debug=fast", "mode=interpolate", f"run_dir={run_dir}", "sentence_a=the company said",
                        "sentence_b=prices fell sharply", "steps=3"], "interpolate")
     run(cfg)

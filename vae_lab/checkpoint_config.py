@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lab.errors import ConfigError
 
-RUN_KEYS = ("mode", "ckpt", "run_dir", "paths", "torch_threads", "tags", "num_samples", "sentence_a", "sentence_b",
+RUN_KEYS = ("mode", "ckpt", "run_dir", "paths", "torch_threads", "tags", "num_samples", "greedy", "sentence_a", "sentence_b",
             "steps", "word", "source", "target", "words_file")
 EVALUATION_KEYS = ("eval", "trainer", "callbacks", "logger", "seed", "optimized_metric")
 SAFE_DATASET_KEYS = ("path", "eval_batch_size", "num_workers", "limit")

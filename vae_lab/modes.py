@@ -3,6 +3,7 @@ offers (``interpolate``, ``convert``, …, run by the family itself). Each retur
 ``vae_lab.train.run`` writes to metrics.json (``{}``: none)."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -118,7 +119,15 @@ def mode_sample(cfg: DictConfig, restored: Restored) -> dict[str, float]:
     num_samples = cfg.eval.num_samples if cfg.get("num_samples") is None else cfg.num_samples
     module, _ = restore(cfg, restored)
     module.eval()
-    samples = module.model.sample_outputs(num_samples, generator=generator_on(module.device, cfg.seed))
+    decoding = {}
+    if cfg.get("greedy") is not None:
+        if not isinstance(cfg.greedy, bool):
+            raise ConfigError(f"greedy={cfg.greedy}: must be true (argmax decoding) or false (sampled words)")
+        if "greedy" not in inspect.signature(module.model.sample_outputs).parameters:
+            raise ConfigError(f"mode=sample greedy={str(cfg.greedy).lower()}: model {cfg.model._target_} has one "
+                              "way to decode; leave greedy unset")
+        decoding["greedy"] = cfg.greedy
+    samples = module.model.sample_outputs(num_samples, generator=generator_on(module.device, cfg.seed), **decoding)
     if samples is None:
         raise ConfigError(f"mode=sample: model {cfg.model._target_} cannot decode prior samples")
     samples.show()
