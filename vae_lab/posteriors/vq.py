@@ -4,7 +4,7 @@ codes e_1..e_K; q(z|x) is the point mass on that choice.
 
 The decoder sees z_q(x), with the straight-through gradient z_e + sg(z_q - z_e) to the encoder. The codes
 learn through the codebook loss ‖sg(z_e) - z_q‖² and the encoder is held near them by the commitment loss
-‖z_e - sg(z_q)‖² (weighted β = 0.25 in the paper): both are extra loss terms of the regulariser cell,
+‖z_e - sg(z_q)‖² (weighted 0.25 in the paper): both are extra loss terms of the regulariser cell,
 ``codebook`` and ``commitment`` (``objective.weights``). Under a uniform prior over the codes the KL is
 the constant ``positions · log K``: the ELBO is log p(x|z_q) - positions log K, a bound on log p(x), and
 with a deterministic q every importance sample is the same, so the test NLL is that bound.
