@@ -331,6 +331,12 @@ def line_style(index: int, points: int) -> dict:
             "markersize": 4, "linewidth": 1.2}
 
 
+def curve_label(run: Run, columns: list[str]) -> str:
+    """A run's line in a plot: the varying settings it has (those it leaves at the default are left out),
+    or its folder's name when it has none."""
+    return " ".join(f"{c}={run.settings[c]}" for c in columns if c in run.settings) or run.folder.name
+
+
 def plot_learning_curves(runs: list[Run], columns: list[str], path: Path) -> bool:
     """One panel per key of CURVE_KEYS logged by any run, one line per run, against the training step."""
     histories = [(run, run.history()) for run in runs]
@@ -342,14 +348,16 @@ def plot_learning_curves(runs: list[Run], columns: list[str], path: Path) -> boo
     for ax, key in zip(axes[0], keys):
         for index, (run, history) in enumerate(histories):
             points = [(row["step"], row[key]) for row in history if key in row]
-            label = " ".join(f"{c}={run.settings.get(c, '–')}" for c in columns) or run.folder.name
-            ax.plot(*zip(*points) if points else ([], []), label=label, **line_style(index, len(points)))
+            ax.plot(*zip(*points) if points else ([], []), label=curve_label(run, columns),
+                    **line_style(index, len(points)))
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(True, linewidth=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    # as many legend columns as the figure's width holds at ~15 characters an inch of 7-point text
+    ncol = max(1, min(len(labels), 4, int(fig.get_figwidth() * 15 // max(map(len, labels)))))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / ncol), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
