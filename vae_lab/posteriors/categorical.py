@@ -121,7 +121,7 @@ class CategoricalPosterior(nn.Module):
         soft = ((logits + gumbel) / self.temperature).softmax(-1)
         if self.straight_through:
             hard = F.one_hot(soft.argmax(-1), self.classes).to(soft.dtype)
-            soft = hard + soft - soft.detach()
+            soft = hard + (soft - soft.detach())  # exactly one-hot forward, the relaxed gradient back
         return soft.flatten(-2)
 
     def log_q(self, z: Tensor, params: CategoricalParams, relaxed: bool = True, offset: int = 0) -> Tensor:
