@@ -59,7 +59,8 @@ def plot(points: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    ax.axvspan(TARGET["test/gaussian_score_normal"], 1, ymin=0, ymax=1, color="0.92")
+    x_max = max(0.5, max(p["test/gaussian_score_normal"] for p in points) + 0.05)
+    ax.fill_between([TARGET["test/gaussian_score_normal"], x_max], TARGET["test/bleu"], 1, color="0.92")
     ax.axhline(TARGET["test/bleu"], color="0.5", lw=0.8, ls="--")
     ax.axvline(TARGET["test/gaussian_score_normal"], color="0.5", lw=0.8, ls="--")
     for p in points:
@@ -68,7 +69,7 @@ def plot(points: list[dict], path: Path) -> None:
                     xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("Gaussian score, z ~ N(0, I) (100 draws x 4 tenses)")
     ax.set_ylabel("held-out BLEU-4")
-    ax.set_xlim(0, max(0.5, max(p["test/gaussian_score_normal"] for p in points) + 0.05))
+    ax.set_xlim(0, x_max)
     ax.set_ylim(0, 1)
     ax.set_title("verb-tense CVAE: what training trades (the lab's target: the dashed corner)", fontsize=8)
     fig.tight_layout()
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         points.append(load(folder))
         target = args.out / folder.name
+        if target.resolve() == folder.resolve():  # a point already kept there
+            continue
         target.mkdir(parents=True, exist_ok=True)
         for name in RECORD:
             source = folder / name
