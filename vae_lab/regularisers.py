@@ -185,10 +185,11 @@ def gaussian_integral_relaxed(encoding: Encoding, prior) -> Terms:
 def categorical_kl(encoding: Encoding, prior) -> Terms:
     """Categorical latents (Jang et al. 2017): the exact KL(q(z|x) || uniform) as the analytic KL; log q and
     log p of the draws, relaxed (Concrete densities of the Gumbel-softmax draws, the relaxed prior at the
-    posterior's temperature: the IW bound's weights) or one-hot (evaluation: exact categorical densities)."""
+    posterior's temperature: the IW bound's weights) or one-hot (evaluation, and straight-through training,
+    whose draws are one-hot in value: exact categorical densities; a Concrete density at a vertex is no density)."""
     posterior, latents, params = encoding.posterior, encoding.latents, encoding.joined
     kl = encoding.per_example(posterior.kl_to_uniform(params))  # given the earlier groups' draws, if any
-    if encoding.relaxed:
+    if encoding.relaxed and not posterior.straight_through:
         log_p = prior.relaxed_log_prob(latents, posterior.temperature)
         return Terms(prior=log_p, posterior=encoding.relaxed_log_q(), analytic_kl=kl)
     return Terms(prior=prior.log_prob(latents), posterior=posterior.log_q(latents, params, relaxed=False),

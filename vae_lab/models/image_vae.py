@@ -92,17 +92,19 @@ class ImageVAE(LatentVariableModel):
     def encode_inputs(self, inputs: Tensor):
         """The posterior's parameters ``[n, units]`` at inputs ``[n, pixels]`` of a prior's own (the VampPrior's
         pseudo-inputs), differentiable: one group only (a hierarchical posterior's density at a point needs
-        every group's draws), its batch norm on its running statistics (the data's batch statistics stay the
-        data's)."""
+        every group's draws), its batch norms (the encoder's, a BN-VAE posterior's on the means) on their
+        running statistics (the data's batch statistics stay the data's)."""
         self._one_group()
-        encoder = self.encoders[0]
-        training = encoder.training
-        encoder.eval()
+        parts = (self.encoders[0], self.posterior)
+        training = [part.training for part in parts]
+        for part in parts:
+            part.eval()
         try:
-            outputs = encoder(inputs - self.pixel_mean)
+            outputs = self.encoders[0](inputs - self.pixel_mean)
+            return self.posterior.params(outputs.view(inputs.shape[0], -1, self.group_size))
         finally:
-            encoder.train(training)
-        return self.posterior.params(outputs.view(inputs.shape[0], -1, self.group_size))
+            for part, mode in zip(parts, training):
+                part.train(mode)
 
     def decoder_logits(self, latents: Tensor) -> Tensor:
         """Pixel logits ``[n, pixels]`` of p(x|ζ)."""
