@@ -5,21 +5,31 @@ The toy family lives in a temporary package (``toyfam``, on sys.path) with its c
 ``conf/``; nothing of the project is changed. It is a family of its own class (a subclass of the image
 family with a different name and a decoder of its own), so discovery has to see a new family, not a new
 option of a known one.
+
+Restoring it (``mode=test``) is another matter: a checkpoint's stored config may only name targets under
+``vae_lab.`` (``TRUSTED_TARGETS``, vae_lab/checkpoints.py; no config key or environment variable widens it), so
+an out-of-tree family trains but its checkpoint is refused. A family the way the promise says, a module of
+``vae_lab/models/``, restores: the last test puts the same toy file on the ``vae_lab.models`` package path
+(a temporary folder appended to ``vae_lab.models.__path__``, the checkout untouched), as
+``vae_lab.models.toy_vae``.
 """
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from hydra.utils import get_class
 
+import vae_lab.models
 import vae_lab.validation
 from tests.conftest import CONF_DIR, compose_config
 from tests.discovery import composed_model, dataset_target, family_representatives, model_dataset_cases
+from vae_lab.errors import ConfigError
 from vae_lab.train import run
 
 FAMILY = '''
@@ -102,3 +112,41 @@ def test_a_new_family_trains_and_tests_under_debug_fast(toy_conf, tmp_path):
                 "test/active_units"):
         assert math.isfinite(metrics[key]), key
     assert (tmp_path / "run" / "samples.png").is_file()
+    # its checkpoint is refused on restore: the stored model._target_ is outside TRUSTED_TARGETS
+    tested = compose_config(["mode=test", f"run_dir={tmp_path / 'run'}", "debug=fast"], tmp_path / "tested", toy_conf)
+    with pytest.raises(ConfigError, match=r"model\._target_=toyfam\.toy_vae\.ToyVAE, outside vae_lab\."):
+        run(tested)
+
+
+@pytest.fixture
+def forget_toy_module():
+    """The module vae_lab.models.toy_vae imported by a test, dropped after it (its file is temporary)."""
+    yield
+    sys.modules.pop("vae_lab.models.toy_vae", None)
+    vars(vae_lab.models).pop("toy_vae", None)
+
+
+def test_a_new_family_in_vae_lab_models_trains_and_restores(toy_conf, tmp_path, monkeypatch, forget_toy_module):
+    """The same toy as the module ``vae_lab.models.toy_vae`` (models/toy_vae.py, on the package's path)
+    with conf/model/toy_vae.yaml naming it: it trains, and mode=test restores its best checkpoint and
+    gives the end-of-training test metrics."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "toy_vae.py").write_text(textwrap.dedent(FAMILY).lstrip())
+    monkeypatch.setattr(vae_lab.models, "__path__", [*vae_lab.models.__path__, str(models)])
+    config = Path(toy_conf) / "model" / "toy_vae.yaml"
+    config.write_text(config.read_text().replace("toyfam.toy_vae.ToyVAE", "vae_lab.models.toy_vae.ToyVAE"))
+    assert family_representatives(conf_dir=toy_conf)["vae_lab.models.toy_vae.ToyVAE"] == ("toy_vae", "binarized_mnist")
+    cfg = compose_config(["model=toy_vae", "dataset=binarized_mnist", "debug=fast", "trainer.limit_train_batches=2",
+                          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"], tmp_path / "run", toy_conf)
+    run(cfg)
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"train/elbo", "val/nll", "test/nll"} <= set(trained)
+    assert all(math.isfinite(value) for value in trained.values())
+    tested = compose_config(["mode=test", f"run_dir={tmp_path / 'run'}", "debug=fast", "trainer.limit_test_batches=1"],
+                            tmp_path / "tested", toy_conf)
+    run(tested)
+    restored = json.loads((tmp_path / "tested" / "metrics.json").read_text())
+    for key, value in trained.items():
+        if key.startswith("test/"):
+            assert restored[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
