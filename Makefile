@@ -18,10 +18,10 @@ run:
 	$(BIN)/python -m vae_lab
 
 test:
-	$(BIN)/python -m pytest -q -x
+	$(BIN)/python -m pytest -q -x -n 2 --dist loadfile
 
 test-full:
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -m '' -n 2 --dist loadfile
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -128,7 +128,8 @@ def test_a_second_writer_stops_with_one_line_and_touches_nothing(tmp_path):
                              stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
-            if (folder / ".hydra" / "config.yaml").is_file() and busy(folder):
+            # training has begun (its first checkpoint), so Hydra has finished writing .hydra/
+            if (folder / "checkpoints" / "last.ckpt").is_file() and busy(folder):
                 break
             time.sleep(0.1)
         assert busy(folder), "the first run never held its folder"
@@ -177,6 +178,13 @@ def test_lines_cut_to_max_length_are_counted_and_a_too_small_split_stops(make_co
         run(make_config(["dataset=text_files", f"dataset.path={corpus}", "debug=fast", "dataset.limit=null"], "one"))
 
 
+def _as_from_a_terminal() -> None:
+    """The child takes Ctrl-C as a foreground program does: a test session started in the background of a
+    shell (``make test &``, some CI runners) ignores SIGINT, an ignored signal stays ignored through exec,
+    and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_saves_last_ckpt_and_says_how_to_resume(tmp_path, sig, code):
     folder = tmp_path / "run"
@@ -184,7 +192,8 @@ def test_an_interrupt_saves_last_ckpt_and_says_how_to_resume(tmp_path, sig, code
     process = subprocess.Popen([sys.executable, "-m", "vae_lab", "debug=fast", "logger=csv", "torch_threads=1",
                                 "trainer.max_epochs=1000", "callbacks.early_stopping=null",
                                 "trainer.limit_train_batches=null", f"hydra.run.dir={folder}"], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_as_from_a_terminal)
     for _ in range(600):  # wait for the first epoch's checkpoint, then interrupt the run
         if (folder / "checkpoints" / "last.ckpt").is_file():
             break
