@@ -158,6 +158,30 @@ def test_the_cvae_prior_frontier_is_plotted_from_its_script(tmp_path):
     assert_png(tmp_path / "report" / "cvae_prior_frontier.png")
 
 
+def test_the_cvae_seen_heldout_split_agrees_with_the_runs_test(tmp_path):
+    """experiments/cvae_seen_heldout.py on a debug=fast CVAE: its held-out conversions are the run's test pairs
+    (the same BLEU and exact match as test/*), its N(0, I) draws with the model's seed and count give the run's
+    test/gaussian_score_normal, and the hits split into training and held-out verbs add up to the score."""
+    run = tmp_path / "run"
+    result = python("-m", "vae_lab", "experiment=verb_tense", "debug=fast", "trainer.limit_test_batches=1.0",
+                    "logger=none", "torch_threads=1", f"hydra.run.dir={run}", cwd=tmp_path)  # every test pair
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    result = python(str(ROOT / "experiments" / "cvae_seen_heldout.py"), str(run / "checkpoints" / "best.ckpt"),
+                    "--verbs", "100000", "--draws", str(config["model"]["gaussian_samples"]),
+                    "--seed", str(config["model"]["gaussian_seed"]), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads((run / "cvae_seen_heldout.json").read_text())
+    assert found["heldout"]["bleu"] == pytest.approx(metrics["test/bleu"], abs=1e-6)
+    assert found["heldout"]["exact_match"] == pytest.approx(metrics["test/exact_match"], abs=1e-6)
+    draws = found["normal_draws"]
+    assert draws["gaussian_score"] == pytest.approx(metrics["test/gaussian_score_normal"])
+    assert draws["hits_train"] + draws["hits_heldout"] == round(draws["gaussian_score"] * draws["draws"])
+    assert 0 <= draws["real_base_form_paradigm_wrong"] <= draws["real_base_form"] <= 1
+    assert found["seen"]["pairs"] > 0 and 0 <= found["seen"]["bleu"] <= 1
+
+
 def test_the_samplers_log_z_error_is_plotted_from_bench_rbm_json(tmp_path):
     curves = {"AIS (1024 chains)": [{"temperatures": 10, "seconds": 0.01, "rms_error": 0.5},
                                     {"temperatures": 100, "seconds": 0.1, "rms_error": 0.05}],
