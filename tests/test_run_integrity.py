@@ -210,6 +210,14 @@ def test_an_interrupt_saves_last_ckpt_and_says_how_to_resume(tmp_path, sig, code
             cwd=tmp_path)  # it resumes (its experiment from the checkpoint): 3 steps more, then the test
     import csv
 
+    import yaml
+
+    # the folder says what it holds: the resume's trainer.max_steps, in its config and in its overrides
+    assert yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())["trainer"]["max_steps"] == step + 3
+    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+    assert f"trainer.max_steps={step + 3}" in overrides and "trainer.max_epochs=1000" in overrides
+    assert not any(o.startswith(("mode=", "run_dir=", "ckpt=")) for o in overrides)
+
     with open(folder / "csv" / "version_0" / "metrics.csv", newline="") as handle:
         rows = [(row["step"], row.get("train/loss")) for row in csv.DictReader(handle) if row.get("train/loss")]
     assert len(rows) == len(set(rows))  # each logged step once

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -89,11 +90,24 @@ def with_checkpoint(cfg: DictConfig) -> tuple[DictConfig, Restored | None]:
     return cfg, Restored(path, checkpoint)
 
 
-def record_config(cfg: DictConfig) -> None:
-    """The composed config that ran, in the run folder's ``.hydra/config.yaml`` (where Hydra saved one)."""
+def record_config(cfg: DictConfig, resumed: bool = False) -> None:
+    """The composed config that ran, in the run folder's ``.hydra/config.yaml`` (where Hydra saved one). A
+    resume writes into the run's own folder: there ``.hydra/overrides.yaml`` (what the report reads) also takes
+    the resume's overrides (``trainer.max_steps=8000`` replaces the first command's value), so the folder
+    describes the run it holds, not the command it started with."""
     saved = Path(cfg.paths.output_dir) / ".hydra" / "config.yaml"
-    if saved.parent.is_dir() and pl.utilities.rank_zero_only.rank == 0:
-        write_atomic(saved, OmegaConf.to_yaml(cfg))
+    if not saved.parent.is_dir() or pl.utilities.rank_zero_only.rank != 0:
+        return
+    write_atomic(saved, OmegaConf.to_yaml(cfg))
+    overrides = saved.parent / "overrides.yaml"
+    if resumed and overrides.is_file():
+        def key(line: str) -> str:
+            return line.split("=", 1)[0].lstrip("+~")
+
+        run_keys = ("mode", "ckpt", "run_dir", "hydra.")
+        added = [o for o in command_line_overrides() if not key(o).startswith(run_keys)]
+        kept = [o for o in (yaml.safe_load(overrides.read_text()) or []) if key(o) not in {key(a) for a in added}]
+        write_atomic(overrides, yaml.safe_dump(kept + added, default_flow_style=False))
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -102,8 +116,8 @@ def run(cfg: DictConfig) -> float | None:
     validate(cfg)
     folder = Path(cfg.run_dir if cfg.mode == "train" and cfg.get("run_dir") else cfg.paths.output_dir)
     claim(folder)  # one writer per run folder, for the run's whole life
-    if restored is not None and cfg.mode != "train":
-        record_config(cfg)
+    if restored is not None:
+        record_config(cfg, resumed=cfg.mode == "train")
     threads = torch_threads(cfg.get("torch_threads"))
     if threads is not None:
         torch.set_num_threads(threads)
