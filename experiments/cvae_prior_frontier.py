@@ -15,19 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.restored import restored_model, run_folder  # noqa: E402
 from vae_lab.metrics.likelihood import importance_weighted_nll  # noqa: E402
 from vae_lab.metrics.tense import gaussian_score  # noqa: E402
 from vae_lab.priors.mixture import AggregatePosteriorPrior  # noqa: E402
-from vae_lab.train import restore, with_checkpoint  # noqa: E402
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @torch.no_grad()
@@ -51,15 +47,9 @@ def main() -> None:
                         help="the figures as JSON (default: cvae_prior_frontier.json in the checkpoint's run folder)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name="train", overrides=["mode=test", f"ckpt={args.checkpoint}", "logger=none",
-                                                      f"paths.output_dir={tempfile.mkdtemp()}"])
-    cfg, restored = with_checkpoint(cfg)  # the checkpoint's own experiment
-    module, datamodule = restore(cfg, restored)
-    model = module.model.eval()
+    model, datamodule = restored_model(args.checkpoint)
     if not isinstance(model.prior, AggregatePosteriorPrior):
         sys.exit(f"{args.checkpoint}: trained with a prior other than prior=aggregate; nothing to trade off")
-    datamodule.setup("fit")
     model.prepare_evaluation(datamodule)
     print("| N(0, I) weight | Gaussian score | val NLL | test NLL |\n|---|---|---|---|")
     rows = []
@@ -74,9 +64,7 @@ def main() -> None:
         test = mean_nll(model, datamodule.test_dataloader(), args.samples)
         print(f"| {weight:g} | {score:.3f} | {val:.2f} | {test:.2f} |", flush=True)
         rows.append({"normal_weight": weight, "gaussian_score": score, "val_nll": val, "test_nll": test})
-    run_dir = args.checkpoint.resolve().parent
-    run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
-    path = args.json or run_dir / "cvae_prior_frontier.json"
+    path = args.json or run_folder(args.checkpoint) / "cvae_prior_frontier.json"
     path.write_text(json.dumps({"checkpoint": str(args.checkpoint), "draws": args.draws, "samples": args.samples,
                                 "rows": rows}, indent=2) + "\n")
     print(f"wrote {path}")

@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.restored import restored_model, run_folder  # noqa: E402
 from vae_lab.data.loaders import evaluation_loader  # noqa: E402
 from vae_lab.data.verb_tense import Collate, PairDataset, conversion_pairs  # noqa: E402
-from vae_lab.train import restore, with_checkpoint  # noqa: E402
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from vae_lab.metrics.tense import gaussian_score  # noqa: E402
 
 
 @torch.no_grad()
@@ -60,7 +57,7 @@ def draws(model, datamodule, count: int, seed: int) -> dict[str, float]:
     hits_heldout = sum(tuple(d) in heldout for d in decodings)
     real_base = [d for d in decodings if d[0] in base_forms]
     wrong = sum(tuple(d) not in base_forms[d[0]] for d in real_base)
-    return {"draws": count, "gaussian_score": (hits_train + hits_heldout) / count,
+    return {"draws": count, "gaussian_score": gaussian_score(decodings, datamodule.lexicon),
             "hits_train": hits_train, "hits_heldout": hits_heldout,
             "hits_per_1000_train_verbs": 1000 * hits_train / len(train),
             "hits_per_1000_heldout_verbs": 1000 * hits_heldout / max(1, len(heldout)),
@@ -77,13 +74,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(config_name="train", overrides=["mode=test", f"ckpt={args.checkpoint}", "logger=none",
-                                                      f"paths.output_dir={tempfile.mkdtemp()}"])
-    cfg, restored = with_checkpoint(cfg)  # the checkpoint's own experiment
-    module, datamodule = restore(cfg, restored)
-    model = module.model.eval()
-    datamodule.setup("fit")
+    model, datamodule = restored_model(args.checkpoint)
     if not datamodule.test_verbs:
         sys.exit(f"{args.checkpoint}: trained on the lab's files (dataset.path): no held-out verbs to compare")
     generator = torch.Generator().manual_seed(args.seed)
@@ -100,9 +91,7 @@ def main() -> None:
           f"({d['hits_train']} training verbs, {d['hits_heldout']} held-out; per 1,000 verbs "
           f"{d['hits_per_1000_train_verbs']:.2f} / {d['hits_per_1000_heldout_verbs']:.2f}); base form a real verb's "
           f"{d['real_base_form']:.3f}, of which the paradigm is wrong {d['real_base_form_paradigm_wrong']:.3f}")
-    run_dir = args.checkpoint.resolve().parent
-    run_dir = run_dir.parent if run_dir.name == "checkpoints" else run_dir
-    path = args.json or run_dir / "cvae_seen_heldout.json"
+    path = args.json or run_folder(args.checkpoint) / "cvae_seen_heldout.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

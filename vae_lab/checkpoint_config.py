@@ -58,7 +58,7 @@ def _refuse(override: str, key: str, saved_value, checkpoint: Path) -> None:
                       f"carries its experiment; drop {override.split('=', 1)[0]}=… (or train a new run with it)")
 
 
-def _parse(overrides: list[str]) -> list[tuple[str, str, bool]]:
+def parse_overrides(overrides: list[str]) -> list[tuple[str, str, bool]]:
     """(key or group, the override as written, is a group choice) of each override."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -81,7 +81,7 @@ def experiment_from_checkpoint(cfg: DictConfig, saved: DictConfig, overrides: li
             if key in cfg:
                 result[key] = cfg[key]
         model_keys = _model_keys(saved)
-        for key, line, is_group in _parse(overrides):
+        for key, line, is_group in parse_overrides(overrides):
             top = key.split(".")[0].split("/")[0]
             if is_group and key in EVALUATION_GROUPS:
                 for section in EVALUATION_GROUPS[key]:

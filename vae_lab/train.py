@@ -18,7 +18,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import vae_lab.resolvers  # noqa: F401  (registers the config resolvers)
-from vae_lab.checkpoint_config import experiment_from_checkpoint
+from vae_lab.checkpoint_config import experiment_from_checkpoint, parse_overrides
 from vae_lab.checkpoints import load_checkpoint, resolve_checkpoint, stored_config
 from vae_lab.data.files import default_data_dir, write_atomic
 from vae_lab.errors import ConfigError
@@ -101,13 +101,12 @@ def record_config(cfg: DictConfig, resumed: bool = False) -> None:
     write_atomic(saved, OmegaConf.to_yaml(cfg))
     overrides = saved.parent / "overrides.yaml"
     if resumed and overrides.is_file():
-        def key(line: str) -> str:
-            return line.split("=", 1)[0].lstrip("+~")
-
-        run_keys = ("mode", "ckpt", "run_dir", "hydra.")
-        added = [o for o in command_line_overrides() if not key(o).startswith(run_keys)]
-        kept = [o for o in (yaml.safe_load(overrides.read_text()) or []) if key(o) not in {key(a) for a in added}]
-        write_atomic(overrides, yaml.safe_dump(kept + added, default_flow_style=False))
+        resume = ("mode", "ckpt", "run_dir")  # how the resume was asked for, not what the run is
+        added = {key: line for key, line, _ in parse_overrides(command_line_overrides())
+                 if key not in resume and not key.startswith("hydra.")}
+        kept = [line for key, line, _ in parse_overrides(yaml.safe_load(overrides.read_text()) or [])
+                if key not in added]
+        write_atomic(overrides, yaml.safe_dump(kept + list(added.values()), default_flow_style=False))
 
 
 def run(cfg: DictConfig) -> float | None:
