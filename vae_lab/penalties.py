@@ -1,14 +1,20 @@
 """Extra loss terms on a model's latents, chosen by ``penalty=`` (conf/penalty/) and weighted by
 ``objective.weights.<name>``: a penalty is a callable ``(Encoding, prior) -> [batch]`` that the model's
-``pack_log_weights`` adds to ``LogWeights.terms`` (vae_lab/objectives.py)."""
+``pack_log_weights`` adds to ``LogWeights.terms`` (vae_lab/objectives.py). A penalty with ``uses_decoder``
+is called ``(Encoding, prior, DecoderTargets)``: the family hands it what its decoder should emit for the
+batch and a way to score that under other latents; it may return None (no term on this batch)."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from vae_lab.errors import ConfigError
+
 KERNELS = ("imq", "rbf")
+ASSIGNMENTS = ("posterior", "nearest_mean")
 
 
 class MMD:
@@ -56,4 +62,108 @@ class MMD:
         return self.estimate(z, y).expand(encoding.batch_size)
 
 
-__all__ = ["KERNELS", "MMD"]
+@dataclass
+class DecoderTargets:
+    """What a family's decoder emits for each example of a batch, for a penalty that decodes latents of its
+    own: ``tensors`` by name, ``[batch, ...]`` each and of a fixed width (text padded to the family's
+    maximum length), so that batches can be stacked; ``nll(z, tensors) -> [n]`` the decoder's -log p(x|z)
+    of those targets (rows of ``tensors``) under latents ``z`` ``[n, dim]``; ``training``: the model is in
+    training mode."""
+
+    tensors: dict[str, Tensor]
+    nll: Callable[[Tensor, dict[str, Tensor]], Tensor]
+    training: bool
+
+
+class PriorDecoding:
+    """Decode draws of the prior as the training examples whose posteriors hold them.
+
+    A posterior sharp enough to carry a word's spelling (many nats of KL) leaves most of N(0, I) outside every
+    training example's q(z|x): the aggregate posterior has holes, since its KL to the prior is at least
+    E KL(q(z|x) || p(z)) - log N for N examples. A decoder that spells decodes a draw from a hole to an
+    invented word. This term teaches the decoder what the holes mean: n = batch draws z_j ~ p(z), each
+    paired with a training example i drawn from the encoder's inverse over a queue of the ``queue``
+    latest training examples,
+
+        i ~ q(i | z_j) ∝ q(z_j | x_i)     (the posterior over which example a draw belongs to),
+
+    and the term is the decoder's -log p(y_i | z_j) of that example's target y_i, one per draw. Its
+    expectation is E_{z ~ p(z)} E_{i ~ q(i|z)} [-log p(y_i | z)]: the ELBO's reconstruction term with z
+    taken from the prior and the example from the encoder's inverse instead of the other way round, so a
+    draw that no posterior claims outright is decoded as the example that claims it most (vae_lab's own
+    term; the measured trade-off on the verb-tense CVAE is in the README). Only the decoder learns from it
+    (the draws and the queue carry no gradient). The queue holds detached posterior parameters and targets
+    of recent training batches (the current batch is pushed after the term is made); it is empty after a
+    resume. The term is 0 until ``min_filled`` examples are in it, and for the first ``start`` training
+    batches this process sees (a decoder trained first without it; counted again from 0 after a resume).
+    In evaluation it is absent and the queue is not fed. Gaussian posteriors only (``mean``, ``log_var``).
+
+    ``assignment``: ``posterior`` draws the example ∝ q(z_j | x_i), the encoder's inverse; wide posteriors
+    (short words) then claim most of the prior's holes, so the draws decode to few verbs. ``nearest_mean``
+    takes the example whose posterior mean is nearest (Voronoi cells: every example claims its share)."""
+
+    uses_decoder = True
+
+    def __init__(self, queue: int = 8192, min_filled: int = 256, assignment: str = "posterior",
+                 draws: int | None = None, start: int = 0):
+        if int(queue) < 1 or int(min_filled) < 1 or (draws is not None and int(draws) < 1) or int(start) < 0:
+            raise ValueError(f"penalties.prior_decoding: queue={queue}, min_filled={min_filled} and draws={draws} "
+                             f"must be >= 1, start={start} >= 0")
+        self.draws, self.start, self.calls = None if draws is None else int(draws), int(start), 0
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"penalties.prior_decoding.assignment={assignment!r}: allowed values are {list(ASSIGNMENTS)}")
+        self.assignment = assignment
+        self.capacity, self.min_filled = int(queue), min(int(min_filled), int(queue))
+        self.means = self.log_vars = None
+        self.tensors: dict[str, Tensor] = {}
+        self.filled = self.position = 0
+
+    def push(self, means: Tensor, log_vars: Tensor, tensors: dict[str, Tensor]) -> None:
+        """Add examples (detached) to the queue, the oldest overwritten first."""
+        if self.means is None:
+            self.means = means.new_zeros(self.capacity, means.shape[-1])
+            self.log_vars = means.new_zeros(self.capacity, means.shape[-1])
+            self.tensors = {k: v.new_zeros(self.capacity, *v.shape[1:]) for k, v in tensors.items()}
+        rows = (self.position + torch.arange(means.shape[0], device=means.device)) % self.capacity
+        self.means[rows], self.log_vars[rows] = means.detach(), log_vars.detach()
+        for k, v in tensors.items():
+            self.tensors[k][rows] = v.detach()
+        self.position = int(rows[-1] + 1) % self.capacity
+        self.filled = min(self.capacity, self.filled + means.shape[0])
+
+    def log_densities(self, z: Tensor) -> Tensor:
+        """log q(z_j | x_i) + dim/2 log 2π ``[n, filled]`` of draws ``z`` ``[n, dim]`` under the queued posteriors."""
+        means, log_vars = self.means[: self.filled], self.log_vars[: self.filled]
+        precision = torch.exp(-log_vars)  # [m, dim]
+        squared = (z.pow(2) @ precision.T - 2.0 * z @ (means * precision).T
+                   + (means.pow(2) * precision).sum(-1))  # Σ_d (z_d - μ_d)² / σ_d²  [n, m]
+        return -0.5 * (squared.clamp_min(0.0) + log_vars.sum(-1))
+
+    def assign(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """For draws ``z`` ``[n, dim]``, queue rows ``[n]``: drawn with probability ∝ q(z_j | x_i)
+        (``posterior``), or the row whose posterior mean is nearest (``nearest_mean``)."""
+        if self.assignment == "nearest_mean":
+            return torch.cdist(z, self.means[: self.filled]).argmin(-1)
+        weights = self.log_densities(z).softmax(-1)
+        return torch.multinomial(weights, 1, generator=generator).squeeze(-1)
+
+    def __call__(self, encoding, prior, targets: DecoderTargets) -> Tensor | None:
+        if not targets.training:
+            return None
+        params = encoding.joined
+        if not hasattr(params, "log_var"):
+            raise ConfigError("penalty=prior_decoding: needs a Gaussian posterior (posterior=gaussian)")
+        term = params.mean.new_zeros(encoding.batch_size)
+        self.calls += 1
+        if self.filled >= self.min_filled and self.calls > self.start:
+            draws = self.draws or encoding.batch_size
+            with torch.no_grad():
+                z = prior.sample(draws).to(params.mean.device, params.mean.dtype)
+                rows = self.assign(z)
+            # the mean over the draws, per example of the batch (its batch mean is the term)
+            term = term + targets.nll(z, {k: v[rows] for k, v in self.tensors.items()}).mean()
+        self.push(params.mean, params.log_var, targets.tensors)
+        return term
+
+
+__all__ = ["KERNELS", "MMD", "DecoderTargets", "PriorDecoding"]

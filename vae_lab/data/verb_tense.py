@@ -242,11 +242,13 @@ class FormDataset(torch.utils.data.Dataset):
     drawn uniformly (the same tense included) at every access, so an epoch keeps its size and
     over epochs every verb is seen in all 16 ordered tense pairs: (form, tense, target, tense').
     The draw uses torch's global generator, which the run's seed fixes.
+    ``paradigms=True``: each item ends with its verb's four forms (for ``penalty=prior_decoding``, which
+    decodes a prior draw to a whole verb).
     """
 
-    def __init__(self, verbs: Sequence[Verb], convert: bool = False):
+    def __init__(self, verbs: Sequence[Verb], convert: bool = False, paradigms: bool = False):
         self.verbs = list(verbs)
-        self.convert = convert
+        self.convert, self.paradigms = convert, paradigms
 
     def __len__(self) -> int:
         return len(self.verbs) * len(TENSES)
@@ -256,10 +258,11 @@ class FormDataset(torch.utils.data.Dataset):
             raise IndexError(index)
         verb, tense = divmod(index, len(TENSES))
         form = self.verbs[verb][tense]
+        paradigm = (tuple(self.verbs[verb]),) if self.paradigms else ()
         if not self.convert:
-            return form, tense
+            return (form, tense, *paradigm)
         target = int(torch.randint(len(TENSES), ()))
-        return form, tense, self.verbs[verb][target], target
+        return (form, tense, self.verbs[verb][target], target, *paradigm)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -279,16 +282,25 @@ class Collate:
     """Items -> a batch dict of tensors.
 
     ``tokens [batch, len]`` (chars + <eos>, padded with 0), ``lengths [batch]`` (incl. <eos>),
-    ``tense [batch]``; conversion pairs add ``target_tokens``, ``target_lengths``, ``target_tense``.
+    ``tense [batch]``; conversion pairs add ``target_tokens``, ``target_lengths``, ``target_tense``; items that
+    end with their verb's forms (``FormDataset(paradigms=True)``) add ``paradigm_tokens [batch, tenses, len]``.
     """
 
     def __init__(self, tokenizer: CharTokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, items: list) -> dict[str, Tensor]:
+        if isinstance(items[0][-1], tuple):  # the verb's forms
+            forms, _ = self.tokenizer.pad([form for item in items for form in item[-1]])
+            paradigms = forms.view(len(items), len(items[0][-1]), -1)
+            items = [item[:-1] for item in items]
+        else:
+            paradigms = None
         tokens, lengths = self.tokenizer.pad([item[0] for item in items])
         batch = {"tokens": tokens, "lengths": lengths,
                  "tense": torch.tensor([item[1] for item in items], dtype=torch.long)}
+        if paradigms is not None:
+            batch["paradigm_tokens"] = paradigms
         if len(items[0]) == 4:
             target_tokens, target_lengths = self.tokenizer.pad([item[2] for item in items])
             batch.update(target_tokens=target_tokens, target_lengths=target_lengths,
@@ -303,7 +315,8 @@ class VerbTenseDataModule(SplitDataModule):
     of verbs sharing a form kept together); val/test pairs are ``eval_pairs`` of each val/test verb.
     ``train_pairs``: ``same`` trains the CVAE to reconstruct each form under its own tense (the lab);
     ``all`` decodes another form of the same verb, under a random tense, from each encoded form
-    (conversion pairs, ``FormDataset(convert=True)``).
+    (conversion pairs, ``FormDataset(convert=True)``). ``paradigms``: training batches also carry each
+    item's verb, its four forms (``paradigm_tokens``), for ``penalty=prior_decoding``.
     With ``path``: the lab's setting, trained on all verbs of ``train.txt``; val and test are the 10
     pairs of ``test.txt`` with tenses ``lab_test_tenses``. ``lexicon`` (for the Gaussian score) is
     every verb of the source in use, as the lab scores against its whole word list. ``seed`` fixes
@@ -318,11 +331,11 @@ class VerbTenseDataModule(SplitDataModule):
                  split: Sequence[float] = (0.8, 0.1, 0.1), eval_pairs: str | Sequence = "all",
                  lab_test_tenses: Sequence[Sequence[str]] = LAB_TEST_TENSES, batch_size: int = 128,
                  eval_batch_size: int = 1024, num_workers: int = 0, seed: int = 0, train_pairs: str = "same",
-                 limit: int | None = None, order_seed: int = 0):
+                 limit: int | None = None, order_seed: int = 0, paradigms: bool = False):
         super().__init__()
         if train_pairs not in ("same", "all"):
             raise ConfigError(f"dataset.train_pairs: unknown {train_pairs!r}; allowed: same, all")
-        self.train_pairs, self.limit = train_pairs, limit
+        self.train_pairs, self.limit, self.paradigms = train_pairs, limit, bool(paradigms)
         self.data_dir, self.path = data_dir, path
         self.split, self.seed, self.order_seed = tuple(split), int(seed), int(order_seed)
         if len(self.split) != 3:
@@ -379,7 +392,7 @@ class VerbTenseDataModule(SplitDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         collate = Collate(self.tokenizer)
         if train:
-            dataset = FormDataset(self.train_verbs, convert=self.train_pairs == "all")
+            dataset = FormDataset(self.train_verbs, convert=self.train_pairs == "all", paradigms=self.paradigms)
             replicas, rank = distributed_rank()
             sampler = ShuffledShards(len(dataset), self.order_seed, num_replicas=replicas, rank=rank)
             return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from vae_lab.errors import ConfigError
 from vae_lab.objectives import LogWeights
+from vae_lab.penalties import DecoderTargets
 from vae_lab.priors.base import Prior, training_subset
 from vae_lab.regularisers import Encoding, regulariser_of
 
@@ -77,12 +78,25 @@ class LatentVariableModel(nn.Module):
 
     def pack_log_weights(self, log_likelihood: Tensor, encoding: Encoding, *, num_units: Tensor | None = None,
                          encoded: Any = None, terms: dict[str, Tensor] | None = None,
-                         metrics: dict[str, Tensor] | None = None) -> LogWeights:
+                         metrics: dict[str, Tensor] | None = None,
+                         decoder_targets: DecoderTargets | None = None) -> LogWeights:
         """The family's log p(x|z) ``[k, batch]`` with the regulariser's parts of its posterior draws
-        (``encoding``), the penalties' terms, and the family's own terms and metrics (``[batch]`` each)."""
+        (``encoding``), the penalties' terms, and the family's own terms and metrics (``[batch]`` each).
+        ``decoder_targets``: the batch's targets and the decoder's NLL of them, for a penalty that decodes
+        latents of its own (``uses_decoder``: ``penalty=prior_decoding``); a family that gives none refuses it."""
         parts = self.regulariser(encoding, self.prior)
         view = (encoding.num_samples, encoding.batch_size)
-        extra = {name: penalty(encoding, self.prior) for name, penalty in self._penalties.items()}
+        extra = {}
+        for name, penalty in self._penalties.items():
+            if not getattr(penalty, "uses_decoder", False):
+                extra[name] = penalty(encoding, self.prior)
+                continue
+            if decoder_targets is None:
+                raise ConfigError(f"penalty={name}: model {type(self).__name__} gives its decoder's targets to no "
+                                  "penalty; use another penalty (or none)")
+            term = penalty(encoding, self.prior, decoder_targets)
+            if term is not None:
+                extra[name] = term
         return LogWeights(log_likelihood=log_likelihood.view(view), prior=parts.prior.reshape(view),
                           posterior=parts.posterior.reshape(view), kl_per_dim=parts.kl_per_dim,
                           analytic_kl=parts.analytic_kl, num_units=num_units, encoded=encoded,

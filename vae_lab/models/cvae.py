@@ -49,6 +49,7 @@ from vae_lab.models.base import LatentVariableModel
 from vae_lab.objectives import LogWeights
 from vae_lab.nets.rnn import LatentInitialisedDecoder, RNNEncoder, decode_tokens, host_lengths, initial_state
 from vae_lab.outputs import TextOutput
+from vae_lab.penalties import DecoderTargets
 from vae_lab.posteriors.gaussian import GaussianPosterior
 from vae_lab.priors.base import Prior
 from vae_lab.priors.mixture import StandardNormalPrior
@@ -220,7 +221,33 @@ class TenseCVAE(LatentVariableModel):
         nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=self.tokenizer.PAD, reduction="none")
         log_likelihood = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
         encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, size, latents=z)
-        return self.pack_log_weights(log_likelihood, encoding, num_units=lengths, encoded=params)
+        return self.pack_log_weights(log_likelihood, encoding, num_units=lengths, encoded=params,
+                                     decoder_targets=self._decoder_targets(batch, target_tokens, target_tense))
+
+    def _decoder_targets(self, batch: dict, target_tokens: Tensor, target_tense: Tensor) -> DecoderTargets:
+        """What the decoder emits for each example, padded to ``max_length`` + <eos>, and its -log p under other
+        z, for ``penalty=prior_decoding``: the verb's four forms under the four tenses when the batch carries
+        them (``dataset.paradigms=true``: a draw is decoded to a whole verb), else the example's target under
+        its tense."""
+        width = self.max_length + 1
+        paradigm = batch.get("paradigm_tokens")
+        tokens = target_tokens if paradigm is None else paradigm
+        tokens = F.pad(tokens[..., :width], (0, max(0, width - tokens.shape[-1])), value=self.tokenizer.PAD)
+        tensors = {"tokens": tokens} if paradigm is not None else {"tokens": tokens, "tense": target_tense}
+
+        def nll(z: Tensor, targets: dict[str, Tensor]) -> Tensor:
+            tokens = targets["tokens"]
+            if "tense" in targets:
+                tense = targets["tense"]
+            else:  # [n, tenses, width]: each draw decoded under every tense
+                tense = torch.arange(tokens.shape[1], device=z.device).repeat(tokens.shape[0])
+                z, tokens = z.repeat_interleave(tokens.shape[1], dim=0), tokens.flatten(0, 1)
+            tokens = tokens[:, :max(1, int((tokens != self.tokenizer.PAD).sum(-1).max()))]
+            logits = self.decoder_logits(z, tense, tokens, True)
+            nll = F.cross_entropy(logits.transpose(1, 2), tokens, ignore_index=self.tokenizer.PAD, reduction="none")
+            return nll.sum(-1).view(targets["tokens"].shape[0], -1).sum(-1)
+
+        return DecoderTargets(tensors, nll, self.training)
 
     @torch.no_grad()
     def text_pairs(self, batch: dict) -> tuple[list[str], list[str]]:
