@@ -100,6 +100,19 @@ def test_prior_decodings_and_gaussian_score():
     assert metrics["gaussian_score_normal"] == metrics["gaussian_score"]  # the prior is N(0, I): one decode
 
 
+def test_test_gaussian_draws_are_not_validations(monkeypatch):
+    """A checkpoint selected on val/gaussian_score_normal must not be tested on the draws that selected it."""
+    model = tiny_model().eval()
+    drawn = []
+    decode = model.decode_prior
+    monkeypatch.setattr(model, "decode_prior", lambda n, generator, prior: drawn.append(
+        torch.randn(2, generator=generator)) or decode(n, generator, prior))
+    for stage in ("val", "val", "test", "test"):
+        model.epoch_metrics(None, stage)
+    assert torch.equal(drawn[0], drawn[1]) and torch.equal(drawn[2], drawn[3])  # fixed draws per stage
+    assert not torch.equal(drawn[0], drawn[2])
+
+
 def test_convert_validates_its_inputs():
     model = tiny_model().eval()
     assert len(model.convert(["abandon", "went"], "sp", ["p", "sp"])) == 2
