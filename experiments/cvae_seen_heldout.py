@@ -12,7 +12,9 @@ verbs (ours: held out). Then ``--draws`` z ~ N(0, I), each decoded under the fou
   hits per 1,000 verbs of each kind (a model that memorises its training verbs hits them far more often;
   one that spells hits the verbs it never saw about as often);
 - ``real_base_form``: the base (sp) decoding is the base form of some verb; ``real_base_form_paradigm_wrong``:
-  it is, but the other three decodings are not that verb's forms.
+  it is, but the other three decodings are not that verb's forms;
+- ``distinct_hits``: how many different verbs the hits are, and the three hit most often (``most_hit``, with
+  their counts): the score counts draws, so a decoder that sends most of N(0, I) to a few verbs scores high.
 
 Writes ``cvae_seen_heldout.json`` to the checkpoint's run folder (or ``--json``) and prints a Markdown table."""
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -53,6 +56,7 @@ def draws(model, datamodule, count: int, seed: int) -> dict[str, float]:
     base_forms: dict[str, set] = {}
     for verb in every:
         base_forms.setdefault(verb[0], set()).add(verb)
+    hits = Counter(tuple(d) for d in decodings if tuple(d) in every)
     hits_train = sum(tuple(d) in train for d in decodings)
     hits_heldout = sum(tuple(d) in heldout for d in decodings)
     real_base = [d for d in decodings if d[0] in base_forms]
@@ -61,7 +65,9 @@ def draws(model, datamodule, count: int, seed: int) -> dict[str, float]:
             "hits_train": hits_train, "hits_heldout": hits_heldout,
             "hits_per_1000_train_verbs": 1000 * hits_train / len(train),
             "hits_per_1000_heldout_verbs": 1000 * hits_heldout / max(1, len(heldout)),
-            "real_base_form": len(real_base) / count, "real_base_form_paradigm_wrong": wrong / count}
+            "real_base_form": len(real_base) / count, "real_base_form_paradigm_wrong": wrong / count,
+            "distinct_hits": len(hits), "most_hit": [" ".join(v) for v, _ in hits.most_common(3)],
+            "most_hit_counts": [n for _, n in hits.most_common(3)]}
 
 
 def main() -> None:
@@ -90,7 +96,8 @@ def main() -> None:
     print(f"\nN(0, I), {d['draws']} draws: Gaussian score {d['gaussian_score']:.3f} "
           f"({d['hits_train']} training verbs, {d['hits_heldout']} held-out; per 1,000 verbs "
           f"{d['hits_per_1000_train_verbs']:.2f} / {d['hits_per_1000_heldout_verbs']:.2f}); base form a real verb's "
-          f"{d['real_base_form']:.3f}, of which the paradigm is wrong {d['real_base_form_paradigm_wrong']:.3f}")
+          f"{d['real_base_form']:.3f}, of which the paradigm is wrong {d['real_base_form_paradigm_wrong']:.3f}; "
+          f"{d['distinct_hits']} distinct verbs hit, most often {d['most_hit']} ({d['most_hit_counts']} times)")
     path = args.json or run_folder(args.checkpoint) / "cvae_seen_heldout.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

@@ -7,7 +7,10 @@ point per training run (what the objective, the latent size or free bits trade),
 Each run folder holds a finished ``metrics.json`` and Hydra's ``.hydra/overrides.yaml``; the run's label is its
 overrides without ``experiment=verb_tense`` and the run keys. Writes ``frontier.md`` (the table),
 ``frontier.json`` and ``frontier.png``, and copies each run's record (``metrics.json``, ``history.jsonl``,
-``.hydra/``, ``samples.txt``; never checkpoints) to ``<out>/<run name>/``."""
+``.hydra/``, ``samples.txt``, ``cvae_seen_heldout.json``; never checkpoints) to ``<out>/<run name>/``. Where a run
+folder holds ``cvae_seen_heldout.json`` (experiments/cvae_seen_heldout.py), the table adds its N(0, I) draws'
+score, how many distinct verbs the hits are and the most-hit verb's share of them: the lab's score counts
+draws, so a decoder that sends most of N(0, I) to a few verbs scores high."""
 from __future__ import annotations
 
 import argparse
@@ -21,14 +24,27 @@ import yaml
 TARGET = {"test/bleu": 0.83, "test/gaussian_score_normal": 0.36}
 COLUMNS = ("test/bleu", "test/exact_match", "test/gaussian_score_normal", "test/gaussian_score", "test/kl",
            "test/nll", "test/active_units")
-RUN_KEYS = ("experiment=verb_tense", "logger=", "torch_threads=", "hydra.")
-RECORD = ("metrics.json", "history.jsonl", "samples.txt", "reconstructions.txt", ".hydra")
+RUN_KEYS = ("logger=", "torch_threads=", "hydra.")
+DEFAULT = "experiment=verb_tense"  # dropped from labels (another experiment, e.g. verb_tense_gaussian, is kept)
+RECORD = ("metrics.json", "history.jsonl", "samples.txt", "reconstructions.txt", ".hydra", "cvae_seen_heldout.json")
 
 
 def label(folder: Path) -> str:
     overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-    kept = [o for o in overrides if not o.startswith(RUN_KEYS)]
-    return " ".join(kept) or "experiment=verb_tense"
+    kept = [o for o in overrides if o != DEFAULT and not o.startswith(RUN_KEYS)]
+    return " ".join(kept + prior_decoding(folder)) or DEFAULT
+
+
+def prior_decoding(folder: Path) -> list[str]:
+    """The effective settings of penalty=prior_decoding from the run's ``.hydra/config.yaml`` (the experiment's
+    defaults changed while its settings were measured, so the overrides alone do not say them)."""
+    config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+    term = (config.get("penalties") or {}).get("prior_decoding")
+    if not term:
+        return []
+    draws = term.get("draws") or "batch"
+    return [f"[prior_decoding: {term.get('assignment', 'posterior')}, {draws} draws, "
+            f"{'paradigms' if config.get('dataset', {}).get('paradigms') else 'one target'}, start {term.get('start', 0)}]"]
 
 
 def load(folder: Path) -> dict:
@@ -36,7 +52,19 @@ def load(folder: Path) -> dict:
     missing = [key for key in COLUMNS if key not in metrics]
     if missing:
         raise SystemExit(f"{folder}: metrics.json lacks {missing}; is it a finished CVAE run?")
-    return {"run": folder.name, "overrides": label(folder), **{key: metrics[key] for key in COLUMNS}}
+    point = {"run": folder.name, "overrides": label(folder), **{key: metrics[key] for key in COLUMNS}}
+    return {**point, **draw_columns(folder)}
+
+
+def draw_columns(folder: Path) -> dict:
+    path = folder / "cvae_seen_heldout.json"
+    if not path.is_file():
+        return {}
+    draws = json.loads(path.read_text())["normal_draws"]
+    hits = draws["hits_train"] + draws["hits_heldout"]
+    top = draws["most_hit_counts"][0] / hits if draws.get("most_hit_counts") and hits else float("nan")
+    return {"draws/count": draws["draws"], "draws/score": draws["gaussian_score"],
+            "draws/distinct_verbs": draws.get("distinct_hits", float("nan")), "draws/top_verb_share": top}
 
 
 def meets(point: dict) -> bool:
@@ -44,11 +72,14 @@ def meets(point: dict) -> bool:
 
 
 def table(points: list[dict]) -> str:
-    head = "| run | overrides | " + " | ".join(key.split("/")[1] for key in COLUMNS) + " | lab's target |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    head = ("| run | overrides | " + " | ".join(key.split("/")[1] for key in COLUMNS)
+            + " | N(0, I), more draws: score | distinct verbs hit | the most-hit verb's share | lab's target |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 6)]
     for p in sorted(points, key=lambda p: -p["test/gaussian_score_normal"]):
         values = " | ".join(f"{p[key]:.3f}" if key != "test/active_units" else f"{p[key]:.0f}" for key in COLUMNS)
-        lines.append(f"| {p['run']} | `{p['overrides']}` | {values} | {'met' if meets(p) else 'missed'} |")
+        draws = (f"{p['draws/score']:.3f} ({p['draws/count']} draws) | {p['draws/distinct_verbs']} | "
+                 f"{p['draws/top_verb_share']:.2f}" if "draws/score" in p else "— | — | —")
+        lines.append(f"| {p['run']} | `{p['overrides']}` | {values} | {draws} | {'met' if meets(p) else 'missed'} |")
     return "\n".join(lines)
 
 
