@@ -105,6 +105,7 @@ def test_a_family_without_decoder_targets_refuses_it_and_the_configs_compose(tmp
     assert cfg.penalties.prior_decoding._target_ == "vae_lab.penalties.PriorDecoding"
     assert cfg.objective.weights.prior_decoding == 1.0 and cfg.prior.normal_weight == 0.1
     assert cfg.model._target_.endswith("TenseCVAE") and cfg.dataset.train_pairs == "all"
+    assert cfg.dataset.paradigms and cfg.penalties.prior_decoding.assignment == "posterior"
 
 
 def trained_prior_draw_forms(verbs, use_term: bool, paradigms: bool = False) -> tuple[float, float]:
