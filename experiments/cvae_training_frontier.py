@@ -10,7 +10,12 @@ overrides without ``experiment=verb_tense`` and the run keys. Writes ``frontier.
 ``.hydra/``, ``samples.txt``, ``cvae_seen_heldout.json``; never checkpoints) to ``<out>/<run name>/``. Where a run
 folder holds ``cvae_seen_heldout.json`` (experiments/cvae_seen_heldout.py), the table adds its N(0, I) draws'
 score, how many distinct verbs the hits are and the most-hit verb's share of them: the lab's score counts
-draws, so a decoder that sends most of N(0, I) to a few verbs scores high."""
+draws, so a decoder that sends most of N(0, I) to a few verbs scores high.
+
+Where a run folder holds ``retest/metrics.json`` (``python -m vae_lab mode=test ckpt=<run>/checkpoints/best.ckpt
+hydra.run.dir=<run>/retest paths.output_dir=<run>/retest``), the point's test metrics are the retest's and its
+``tested`` column says so: runs made before the test drew its own Gaussian-score draws (``gaussian_seed + 1``)
+and kept their checkpoint for ``val/gaussian_score_normal`` were tested on the draws that selected them."""
 from __future__ import annotations
 
 import argparse
@@ -24,9 +29,11 @@ import yaml
 TARGET = {"test/bleu": 0.83, "test/gaussian_score_normal": 0.36}
 COLUMNS = ("test/bleu", "test/exact_match", "test/gaussian_score_normal", "test/gaussian_score", "test/kl",
            "test/nll", "test/active_units")
-RUN_KEYS = ("logger=", "torch_threads=", "hydra.")
+RUN_KEYS = ("logger=", "torch_threads=", "hydra.", "paths.")
 DEFAULT = "experiment=verb_tense"  # dropped from labels (another experiment, e.g. verb_tense_gaussian, is kept)
-RECORD = ("metrics.json", "history.jsonl", "samples.txt", "reconstructions.txt", ".hydra", "cvae_seen_heldout.json")
+RECORD = ("metrics.json", "history.jsonl", "samples.txt", "reconstructions.txt", ".hydra", "cvae_seen_heldout.json",
+          "retest/metrics.json", "retest/.hydra")
+RETEST = Path("retest") / "metrics.json"
 
 
 def label(folder: Path) -> str:
@@ -48,11 +55,14 @@ def prior_decoding(folder: Path) -> list[str]:
 
 
 def load(folder: Path) -> dict:
-    metrics = json.loads((folder / "metrics.json").read_text())
+    retested = (folder / RETEST).is_file()
+    path = folder / (RETEST if retested else "metrics.json")
+    metrics = json.loads(path.read_text())
     missing = [key for key in COLUMNS if key not in metrics]
     if missing:
-        raise SystemExit(f"{folder}: metrics.json lacks {missing}; is it a finished CVAE run?")
-    point = {"run": folder.name, "overrides": label(folder), **{key: metrics[key] for key in COLUMNS}}
+        raise SystemExit(f"{path}: lacks {missing}; is it a finished CVAE run?")
+    point = {"run": folder.name, "overrides": label(folder), "tested": "retest" if retested else "run",
+             **{key: metrics[key] for key in COLUMNS}}
     return {**point, **draw_columns(folder)}
 
 
@@ -73,13 +83,13 @@ def meets(point: dict) -> bool:
 
 def table(points: list[dict]) -> str:
     head = ("| run | overrides | " + " | ".join(key.split("/")[1] for key in COLUMNS)
-            + " | N(0, I), more draws: score | distinct verbs hit | the most-hit verb's share | lab's target |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 6)]
+            + " | tested | N(0, I), more draws: score | distinct verbs hit | the most-hit verb's share | lab's target |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 7)]
     for p in sorted(points, key=lambda p: -p["test/gaussian_score_normal"]):
         values = " | ".join(f"{p[key]:.3f}" if key != "test/active_units" else f"{p[key]:.0f}" for key in COLUMNS)
         draws = (f"{p['draws/score']:.3f} ({p['draws/count']} draws) | {p['draws/distinct_verbs']} | "
                  f"{p['draws/top_verb_share']:.2f}" if "draws/score" in p else "— | — | —")
-        lines.append(f"| {p['run']} | `{p['overrides']}` | {values} | {draws} | {'met' if meets(p) else 'missed'} |")
+        lines.append(f"| {p['run']} | `{p['overrides']}` | {values} | {p.get('tested', 'run')} | {draws} | {'met' if meets(p) else 'missed'} |")
     return "\n".join(lines)
 
 
@@ -128,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             if source.is_dir():
                 shutil.copytree(source, target / name, dirs_exist_ok=True)
             elif source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target / name)
     if not points:
         raise SystemExit("no finished run among the folders given")

@@ -36,6 +36,9 @@ def test_the_frontier_labels_scores_and_copies_records(tmp_path):
                         "dataset": {"paradigms": True}}, bleu=0.84, score=0.40,
                        draws={"draws": 2000, "gaussian_score": 0.31, "hits_train": 600, "hits_heldout": 20,
                               "distinct_hits": 290, "most_hit_counts": [31, 12, 9]})
+    (gauss / "retest" / ".hydra").mkdir(parents=True)  # the best checkpoint tested again, on independent draws
+    retest = {**json.loads((gauss / "metrics.json").read_text()), "test/gaussian_score_normal": 0.33}
+    (gauss / "retest" / "metrics.json").write_text(json.dumps(retest))
     out = tmp_path / "out"
     frontier.main([str(base), str(gauss), "--out", str(out)])
 
@@ -44,9 +47,12 @@ def test_the_frontier_labels_scores_and_copies_records(tmp_path):
     assert points["gauss"]["overrides"] == ("experiment=verb_tense_gaussian seed=2 "
                                             "[prior_decoding: nearest_mean, 32 draws, paradigms, start 0]")
     assert points["gauss"]["draws/top_verb_share"] == 31 / 620 and "draws/score" not in points["base"]
+    assert (points["gauss"]["tested"], points["gauss"]["test/gaussian_score_normal"]) == ("retest", 0.33)
+    assert (points["base"]["tested"], points["base"]["test/gaussian_score_normal"]) == ("run", 0.03)
     rows = (out / "frontier.md").read_text().splitlines()[2:]
-    assert rows[0].startswith("| gauss |") and rows[0].endswith("| 0.310 (2000 draws) | 290 | 0.05 | met |")
-    assert rows[1].startswith("| base |") and rows[1].endswith("| — | — | — | missed |")
+    assert rows[0].startswith("| gauss |") and rows[0].endswith("| retest | 0.310 (2000 draws) | 290 | 0.05 | missed |")
+    assert rows[1].startswith("| base |") and rows[1].endswith("| run | — | — | — | missed |")
     assert (out / "frontier.png").stat().st_size > 0
     assert (out / "gauss" / "cvae_seen_heldout.json").is_file() and (out / "gauss" / ".hydra" / "config.yaml").is_file()
+    assert json.loads((out / "gauss" / "retest" / "metrics.json").read_text()) == retest
     assert not (out / "gauss" / "checkpoints").exists() and not (out / "base" / "checkpoints").exists()
