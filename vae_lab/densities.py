@@ -27,17 +27,27 @@ def diagonal_mixture_log_prob(z: Tensor, means: Tensor, log_vars: Tensor, log_we
     cancels large terms when the scales are small, so it runs in float64 (an error of ~1e-16 of
     m^2 / s^2) and returns z's dtype.
     """
-    shape, dim = z.shape[:-1], z.shape[-1]
-    flat = z.reshape(-1, dim).double()  # [n, dim]
-    means, log_vars, log_weights = means.double(), log_vars.double(), log_weights.double()
+    log_weights = log_weights.double()
+    out = [torch.logsumexp(chunk + log_weights, dim=-1) for chunk in _component_log_probs(z, means, log_vars, chunk_size)]
+    return torch.cat(out).to(z.dtype).view(z.shape[:-1])
+
+
+def diagonal_component_log_probs(z: Tensor, means: Tensor, log_vars: Tensor, chunk_size: int = 4096) -> Tensor:
+    """log N(z_i; m_k, diag exp(log_var_k)) of every row of z ``[n, dim]`` under each of K components -> ``[n, K]``
+    (the terms of ``diagonal_mixture_log_prob``, the same float64 expansion), in z's dtype."""
+    return torch.cat(list(_component_log_probs(z, means, log_vars, chunk_size))).to(z.dtype)
+
+
+def _component_log_probs(z: Tensor, means: Tensor, log_vars: Tensor, chunk_size: int):
+    """The float64 ``[c, K]`` component log densities of z's rows, ``chunk_size`` rows at a time."""
+    dim = z.shape[-1]
+    means, log_vars = means.double(), log_vars.double()
     precision = torch.exp(-log_vars)  # [K, dim]
     scaled_means = means * precision
     constant = (means * scaled_means).sum(-1) + log_vars.sum(-1) + dim * _LOG_2PI  # [K]
-    out = []
-    for rows in flat.split(chunk_size):
+    for rows in z.reshape(-1, dim).double().split(chunk_size):
         squared = rows.pow(2) @ precision.T - 2.0 * rows @ scaled_means.T  # [c, K]
-        out.append(torch.logsumexp(-0.5 * (squared + constant) + log_weights, dim=-1))
-    return torch.cat(out).to(z.dtype).view(shape)
+        yield -0.5 * (squared + constant)
 
 
 def diagonal_gaussian_log_prob(z: Tensor, mean: Tensor, log_var: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from vae_lab.densities import diagonal_component_log_probs
 from vae_lab.errors import ConfigError
 
 KERNELS = ("imq", "rbf")
@@ -132,12 +133,8 @@ class PriorDecoding:
         self.filled = min(self.capacity, self.filled + means.shape[0])
 
     def log_densities(self, z: Tensor) -> Tensor:
-        """log q(z_j | x_i) + dim/2 log 2π ``[n, filled]`` of draws ``z`` ``[n, dim]`` under the queued posteriors."""
-        means, log_vars = self.means[: self.filled], self.log_vars[: self.filled]
-        precision = torch.exp(-log_vars)  # [m, dim]
-        squared = (z.pow(2) @ precision.T - 2.0 * z @ (means * precision).T
-                   + (means.pow(2) * precision).sum(-1))  # Σ_d (z_d - μ_d)² / σ_d²  [n, m]
-        return -0.5 * (squared.clamp_min(0.0) + log_vars.sum(-1))
+        """log q(z_j | x_i) ``[n, filled]`` of draws ``z`` ``[n, dim]`` under the queued posteriors."""
+        return diagonal_component_log_probs(z, self.means[: self.filled], self.log_vars[: self.filled])
 
     def assign(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """For draws ``z`` ``[n, dim]``, queue rows ``[n]``: drawn with probability ∝ q(z_j | x_i)
