@@ -79,14 +79,15 @@ class LatentVariableModel(nn.Module):
     def pack_log_weights(self, log_likelihood: Tensor, encoding: Encoding, *, num_units: Tensor | None = None,
                          encoded: Any = None, terms: dict[str, Tensor] | None = None,
                          metrics: dict[str, Tensor] | None = None,
-                         decoder_targets: DecoderTargets | None = None) -> LogWeights:
+                         decoder_targets: Callable[[], DecoderTargets] | None = None) -> LogWeights:
         """The family's log p(x|z) ``[k, batch]`` with the regulariser's parts of its posterior draws
         (``encoding``), the penalties' terms, and the family's own terms and metrics (``[batch]`` each).
-        ``decoder_targets``: the batch's targets and the decoder's NLL of them, for a penalty that decodes
-        latents of its own (``uses_decoder``: ``penalty=prior_decoding``); a family that gives none refuses it."""
+        ``decoder_targets``: makes the batch's targets and the decoder's NLL of them, for a penalty that decodes
+        latents of its own (``uses_decoder``: ``penalty=prior_decoding``), called only when one is configured; a
+        family that gives none refuses such a penalty."""
         parts = self.regulariser(encoding, self.prior)
         view = (encoding.num_samples, encoding.batch_size)
-        extra = {}
+        extra, targets = {}, None
         for name, penalty in self._penalties.items():
             if not getattr(penalty, "uses_decoder", False):
                 extra[name] = penalty(encoding, self.prior)
@@ -94,7 +95,9 @@ class LatentVariableModel(nn.Module):
             if decoder_targets is None:
                 raise ConfigError(f"penalty={name}: model {type(self).__name__} gives its decoder's targets to no "
                                   "penalty; use another penalty (or none)")
-            term = penalty(encoding, self.prior, decoder_targets)
+            if targets is None:
+                targets = decoder_targets()
+            term = penalty(encoding, self.prior, targets)
             if term is not None:
                 extra[name] = term
         return LogWeights(log_likelihood=log_likelihood.view(view), prior=parts.prior.reshape(view),

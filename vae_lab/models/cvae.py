@@ -36,6 +36,7 @@ bounds that cost (``prior.normal_weight``); the measured trade-off is in the REA
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -222,7 +223,7 @@ class TenseCVAE(LatentVariableModel):
         log_likelihood = -nll.view(num_samples, size, length).sum(-1)  # [k, batch]
         encoding = Encoding(self.posterior, [params], [z], self.training, num_samples, size, latents=z)
         return self.pack_log_weights(log_likelihood, encoding, num_units=lengths, encoded=params,
-                                     decoder_targets=self._decoder_targets(batch, target_tokens, target_tense))
+                                     decoder_targets=partial(self._decoder_targets, batch, target_tokens, target_tense))
 
     def _decoder_targets(self, batch: dict, target_tokens: Tensor, target_tense: Tensor) -> DecoderTargets:
         """What the decoder emits for each example, padded to ``max_length`` + <eos>, and its -log p under other
