@@ -57,6 +57,7 @@ def draws(model, datamodule, count: int, seed: int) -> dict[str, float]:
     for verb in every:
         base_forms.setdefault(verb[0], set()).add(verb)
     hits = Counter(tuple(d) for d in decodings if tuple(d) in every)
+    most_hit = hits.most_common(3)
     hits_train = sum(tuple(d) in train for d in decodings)
     hits_heldout = sum(tuple(d) in heldout for d in decodings)
     real_base = [d for d in decodings if d[0] in base_forms]
@@ -66,8 +67,8 @@ def draws(model, datamodule, count: int, seed: int) -> dict[str, float]:
             "hits_per_1000_train_verbs": 1000 * hits_train / len(train),
             "hits_per_1000_heldout_verbs": 1000 * hits_heldout / max(1, len(heldout)),
             "real_base_form": len(real_base) / count, "real_base_form_paradigm_wrong": wrong / count,
-            "distinct_hits": len(hits), "most_hit": [" ".join(v) for v, _ in hits.most_common(3)],
-            "most_hit_counts": [n for _, n in hits.most_common(3)]}
+            "distinct_hits": len(hits), "most_hit": [" ".join(v) for v, _ in most_hit],
+            "most_hit_counts": [n for _, n in most_hit]}
 
 
 def main() -> None:
